@@ -1,0 +1,250 @@
+//! Components: bundles of handlers, and what `#[component]` generates for them.
+
+use std::any::Any;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::scheduler::{Scheduler, TimerId};
+use crate::session::lock;
+use crate::shared::Shared;
+use crate::{Error, Serializer, Session};
+
+/// How a handler was declared; the route table's metadata for one route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandlerInfo {
+    /// The handler part of the route (`Join`).
+    pub name: &'static str,
+    /// The whole route (`Room.Join`).
+    pub route: &'static str,
+    /// Whether the handler takes a payload argument.
+    pub has_payload: bool,
+    /// Whether the payload is raw bytes (no serializer).
+    pub raw_payload: bool,
+    /// Whether the handler is an `async fn`.
+    pub is_async: bool,
+}
+
+/// A decoded payload on its way to the scheduler.
+pub type BoxedPayload = Box<dyn Any + Send>;
+
+/// What a handler stub returns: done, or a future the scheduler drives to completion before it
+/// runs anything else for this component.
+pub enum Call<'a> {
+    /// The handler ran and its reply (if any) was sent.
+    Done,
+    /// An `async fn` handler; polling it runs the handler and sends the reply.
+    Pending(Pin<Box<dyn Future<Output = ()> + Send + 'a>>),
+}
+
+/// Where a handler's result goes: the requesting session and the request id (`None` for a
+/// notify, whose result is only traced).
+pub struct Responder<'a, S> {
+    pub(crate) session: &'a Session<S>,
+    pub(crate) id: Option<u64>,
+}
+
+/// A component: state plus handlers, all run on one scheduler, one at a time.
+///
+/// Implemented by `#[component]`; implementing it by hand is possible but not the intended use.
+/// The lifecycle hooks are called in nano's order: `init` on every component, then `after_init`
+/// on every component; at shutdown `before_shutdown` and then `shutdown`, in reverse
+/// registration order.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a nano component",
+    label = "not a component",
+    note = "add `#[component]` to an `impl {Self}` block that declares its handlers"
+)]
+pub trait Component: Send + Sized + 'static {
+    /// The serializer of the application this component belongs to (from its handlers'
+    /// `&Session<S>` argument; [`Json`](crate::Json) by default).
+    type Serializer: Serializer;
+
+    /// The component's name, the first part of its routes.
+    const NAME: &'static str;
+
+    /// The route table, in declaration order; indexes are handler indexes.
+    const HANDLERS: &'static [HandlerInfo];
+
+    /// Decodes the payload for handler `index` (runs off the scheduler).
+    ///
+    /// # Errors
+    ///
+    /// `NANO-400` when the payload is undecodable.
+    fn decode(index: usize, payload: Bytes) -> Result<BoxedPayload, Error>;
+
+    /// Calls handler `index` with a payload produced by [`Component::decode`], and sends its
+    /// reply through `reply`.
+    fn call<'a>(
+        &'a mut self,
+        index: usize,
+        session: &'a Session<Self::Serializer>,
+        payload: BoxedPayload,
+        reply: Responder<'a, Self::Serializer>,
+    ) -> Call<'a>;
+
+    /// Called once on every component before any `after_init`.
+    fn init(&mut self, _ctx: &Context<Self>) {}
+    /// Called once on every component after every `init`.
+    fn after_init(&mut self, _ctx: &Context<Self>) {}
+    /// Called at shutdown, before sessions are closed.
+    fn before_shutdown(&mut self, _ctx: &Context<Self>) {}
+    /// Called at shutdown, last.
+    fn shutdown(&mut self, _ctx: &Context<Self>) {}
+}
+
+/// A component's handle on its scheduler: timers, async work, session-closed callbacks.
+///
+/// Passed to the lifecycle hooks; clone it into the component to use it from handlers.
+/// Every callback gets `&mut` access to the component and runs on its scheduler, never
+/// concurrently with the component's handlers.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use nano_core::{component::Context, Session};
+/// # use nano_core::{component::*, Error};
+///
+/// struct Clock { ticks: u32, ctx: Option<Context<Clock>> }
+///
+/// impl Clock {
+///     fn start(&mut self, ctx: &Context<Self>) {
+///         ctx.every(Duration::from_secs(1), |clock| clock.ticks += 1);
+///         ctx.on_session_closed(|_clock, session: &Session| {
+///             tracing::info!(id = session.id(), "left");
+///         });
+///         self.ctx = Some(ctx.clone());
+///     }
+/// }
+/// # impl Component for Clock {
+/// #     type Serializer = nano_core::Json;
+/// #     const NAME: &'static str = "Clock";
+/// #     const HANDLERS: &'static [HandlerInfo] = &[];
+/// #     fn decode(_: usize, _: bytes::Bytes) -> Result<BoxedPayload, Error> { Err(Error::not_found("")) }
+/// #     fn call<'a>(&'a mut self, _: usize, _: &'a Session, _: BoxedPayload, _: Responder<'a, nano_core::Json>) -> Call<'a> { Call::Done }
+/// #     fn init(&mut self, ctx: &Context<Self>) { self.start(ctx) }
+/// # }
+/// ```
+pub struct Context<C: Component> {
+    pub(crate) scheduler: Scheduler,
+    pub(crate) slot: usize,
+    pub(crate) shared: Arc<Shared<C::Serializer>>,
+    pub(crate) _component: PhantomData<fn() -> C>,
+}
+
+impl<C: Component> Clone for Context<C> {
+    fn clone(&self) -> Self {
+        Context {
+            scheduler: self.scheduler.clone(),
+            slot: self.slot,
+            shared: self.shared.clone(),
+            _component: PhantomData,
+        }
+    }
+}
+
+impl<C: Component> std::fmt::Debug for Context<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("component", &C::NAME)
+            .field("scheduler", &self.scheduler.name())
+            .finish()
+    }
+}
+
+/// Runs `f` on a component slot (downcast is a type-id compare).
+fn on_slot<C: Component>(f: impl FnOnce(&mut C)) -> impl FnOnce(&mut (dyn Any + Send)) {
+    move |state| match state.downcast_mut::<C>() {
+        Some(c) => f(c),
+        None => tracing::error!(component = C::NAME, "scheduler slot holds another type"),
+    }
+}
+
+impl<C: Component> Context<C> {
+    /// The scheduler this component runs on.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// Runs `f` on the component's scheduler, after the work already queued (go-nano's
+    /// `scheduler.Run`).
+    pub fn run(&self, f: impl FnOnce(&mut C) + Send + 'static) {
+        let f = on_slot::<C>(f);
+        let job: crate::scheduler::JobFn = Box::new(move |state| {
+            f(state);
+            None
+        });
+        if !self.scheduler.enqueue(self.slot, job) {
+            tracing::debug!(component = C::NAME, "scheduler stopped; job dropped");
+        }
+    }
+
+    /// Calls `f` once after `delay`.
+    pub fn after(&self, delay: Duration, f: impl FnOnce(&mut C) + Send + 'static) -> TimerId {
+        let mut f = Some(f);
+        self.scheduler.add_timer(
+            self.slot,
+            delay,
+            None,
+            Box::new(move |state| {
+                if let (Some(c), Some(f)) = (state.downcast_mut::<C>(), f.take()) {
+                    f(c);
+                }
+            }),
+        )
+    }
+
+    /// Calls `f` every `period`, first after one period, until cancelled.
+    pub fn every(&self, period: Duration, mut f: impl FnMut(&mut C) + Send + 'static) -> TimerId {
+        self.scheduler.add_timer(
+            self.slot,
+            period,
+            Some(period),
+            Box::new(move |state| {
+                if let Some(c) = state.downcast_mut::<C>() {
+                    f(c);
+                }
+            }),
+        )
+    }
+
+    /// Cancels a timer; a cancelled timer never fires again. Cancelling twice is harmless.
+    pub fn cancel(&self, id: TimerId) {
+        self.scheduler.cancel_timer(id);
+    }
+
+    /// Runs `work` on the tokio runtime, off the scheduler, then calls `then` with its output
+    /// on the scheduler with `&mut` access to the component (the seed's "asynchronous task").
+    pub fn spawn<F>(&self, work: F, then: impl FnOnce(&mut C, F::Output) + Send + 'static)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            let out = work.await;
+            ctx.run(move |c| then(c, out));
+        });
+    }
+
+    /// Registers a callback run (on this component's scheduler) whenever a session closes,
+    /// for whatever reason (go-nano's `session.Lifetime.OnClosed`).
+    pub fn on_session_closed(
+        &self,
+        f: impl Fn(&mut C, &Session<C::Serializer>) + Send + Sync + 'static,
+    ) {
+        let f = Arc::new(f);
+        let ctx = self.clone();
+        let hook = Arc::new(move |session: &Session<C::Serializer>| {
+            let f = f.clone();
+            let session = session.clone();
+            ctx.run(move |c| f(c, &session));
+        });
+        lock(&self.shared.closed_hooks).push(hook);
+    }
+}

@@ -1,0 +1,44 @@
+//! The outbound side of a session, as seen by nano-core.
+//!
+//! nano-core never touches sockets: a [`Session`](crate::Session) hands encoded packets to a
+//! [`Link`], which a transport (nano-net's per-connection agent, the in-memory test harness, or
+//! later a cluster gate) implements.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+/// Why a packet could not be queued on a [`Link`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The connection is closed or closing.
+    #[error("session closed")]
+    Closed,
+    /// The peer does not read fast enough and its bounded queue is full. The transport decides
+    /// what happens to the connection (by default it is disconnected).
+    #[error("send queue full")]
+    Full,
+}
+
+/// Where a session's outbound packets go.
+///
+/// Implementations must not block: `send` queues a complete, encoded packet (header included)
+/// or fails at once.
+pub trait Link: Send + Sync + 'static {
+    /// Queues one encoded packet.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] after close, [`SendError::Full`] when the bounded queue is full.
+    fn send(&self, packet: Bytes) -> Result<(), SendError>;
+
+    /// Sends a Kick packet (with `reason` as pomelo's JSON body when given), flushes what is
+    /// queued, then closes.
+    fn kick(&self, reason: Option<&str>);
+
+    /// Flushes what is queued, then closes the connection.
+    fn close(&self);
+
+    /// The peer's address, when the transport has one.
+    fn remote_addr(&self) -> Option<SocketAddr>;
+}

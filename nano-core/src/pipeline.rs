@@ -1,0 +1,126 @@
+//! Pipelines: interceptors that see every inbound and outbound message of a session.
+//!
+//! An inbound interceptor runs before routing; returning `Err` refuses the message (a refused
+//! request is answered with that error). An outbound interceptor runs before a response or push
+//! is queued; returning `Err` drops that one message (traced). go-nano's chat demo uses this to
+//! count traffic.
+
+use std::sync::Arc;
+
+use crate::protocol::MessageType;
+use crate::{Json, Result, Session};
+
+/// A read-only view of one message passing through a pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    /// Request, notify, response or push.
+    pub kind: MessageType,
+    /// The message id (0 for notify and push).
+    pub id: u64,
+    /// The route (`None` for responses).
+    pub route: Option<&'a str>,
+    /// The serialized payload.
+    pub payload: &'a [u8],
+}
+
+/// One interceptor: sees the session and the message, may refuse it.
+pub type Interceptor<S> = Arc<dyn Fn(&Session<S>, &Envelope<'_>) -> Result<()> + Send + Sync>;
+
+/// An ordered list of interceptors.
+pub struct Interceptors<S> {
+    list: Vec<Interceptor<S>>,
+}
+
+impl<S> Default for Interceptors<S> {
+    fn default() -> Self {
+        Interceptors { list: Vec::new() }
+    }
+}
+
+impl<S> Clone for Interceptors<S> {
+    fn clone(&self) -> Self {
+        Interceptors {
+            list: self.list.clone(),
+        }
+    }
+}
+
+impl<S> Interceptors<S> {
+    /// Adds an interceptor that runs before the ones already added.
+    pub fn push_front(
+        &mut self,
+        f: impl Fn(&Session<S>, &Envelope<'_>) -> Result<()> + Send + Sync + 'static,
+    ) {
+        self.list.insert(0, Arc::new(f));
+    }
+
+    /// Adds an interceptor that runs after the ones already added.
+    pub fn push_back(
+        &mut self,
+        f: impl Fn(&Session<S>, &Envelope<'_>) -> Result<()> + Send + Sync + 'static,
+    ) {
+        self.list.push(Arc::new(f));
+    }
+
+    /// Number of interceptors.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Runs every interceptor in order; the first `Err` stops the chain.
+    #[inline]
+    pub(crate) fn run(&self, session: &Session<S>, env: &Envelope<'_>) -> Result<()> {
+        for f in &self.list {
+            f(session, env)?;
+        }
+        Ok(())
+    }
+}
+
+/// The inbound and outbound interceptors of an application.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use nano_core::{Json, Pipeline};
+///
+/// let inbound = Arc::new(AtomicU64::new(0));
+/// let counter = inbound.clone();
+/// let mut pipeline = Pipeline::<Json>::default();
+/// pipeline.inbound.push_back(move |_session, _msg| {
+///     counter.fetch_add(1, Ordering::Relaxed);
+///     Ok(())
+/// });
+/// assert_eq!(pipeline.inbound.len(), 1);
+/// ```
+pub struct Pipeline<S = Json> {
+    /// Runs on every request and notify, before routing.
+    pub inbound: Interceptors<S>,
+    /// Runs on every response and push, before it is queued.
+    pub outbound: Interceptors<S>,
+}
+
+impl<S> Default for Pipeline<S> {
+    fn default() -> Self {
+        Pipeline {
+            inbound: Interceptors::default(),
+            outbound: Interceptors::default(),
+        }
+    }
+}
+
+impl<S> Clone for Pipeline<S> {
+    fn clone(&self) -> Self {
+        Pipeline {
+            inbound: self.inbound.clone(),
+            outbound: self.outbound.clone(),
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! Sessions: one per client connection.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+use crate::group::Membership;
+use crate::link::{Link, SendError};
+use crate::pipeline::Envelope;
+use crate::protocol::{DataPacketWriter, MessageType};
+use crate::shared::Shared;
+use crate::{Encode, Error, Json, Result, Serializer};
+
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A client's session: a cheap, clonable handle, safe to keep in component state.
+///
+/// A session has a unique id, an optional bound user id, a typed key/value store, and an
+/// outbound path (`push`, `kick`, `close`). `S` is the application's serializer: it decides how
+/// pushed values are encoded, and is checked at compile time.
+///
+/// # Examples
+///
+/// ```
+/// # use nano_core::testing::Harness;
+/// # let h = Harness::<nano_core::Json>::empty();
+/// # let client = h.connect();
+/// let session = client.session();
+/// session.bind("alice").unwrap();
+/// assert_eq!(session.uid().as_deref(), Some("alice"));
+///
+/// session.set("level", 7u32);
+/// assert_eq!(session.get::<u32>("level"), Some(7));
+/// assert!(session.remove("level"));
+/// assert!(!session.contains("level"));
+/// ```
+pub struct Session<S = Json> {
+    inner: Arc<Inner<S>>,
+}
+
+struct Inner<S> {
+    id: u64,
+    uid: RwLock<Option<Arc<str>>>,
+    data: Mutex<HashMap<String, Box<dyn Any + Send + Sync>>>,
+    link: Arc<dyn Link>,
+    shared: Arc<Shared<S>>,
+    closed: AtomicBool,
+    groups: Mutex<Vec<Weak<dyn Membership>>>,
+    inflight: Arc<Semaphore>,
+}
+
+impl<S> Clone for Session<S> {
+    fn clone(&self) -> Self {
+        Session {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for Session<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.inner.id)
+            .field("uid", &self.uid())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl<S: Serializer> Session<S> {
+    pub(crate) fn new(link: Arc<dyn Link>, shared: Arc<Shared<S>>) -> Self {
+        let inflight = Arc::new(Semaphore::new(shared.max_inflight.max(1)));
+        Session {
+            inner: Arc::new(Inner {
+                id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+                uid: RwLock::new(None),
+                data: Mutex::new(HashMap::new()),
+                link,
+                shared,
+                closed: AtomicBool::new(false),
+                groups: Mutex::new(Vec::new()),
+                inflight,
+            }),
+        }
+    }
+
+    /// Encodes `value` and pushes it to the client under `route` (an event name such as
+    /// `onMessage`). The route is compressed when the application's dictionary has it.
+    ///
+    /// # Errors
+    ///
+    /// `NANO-500` when the value cannot be serialized, `NANO-410` when the session is closed or
+    /// its send queue is full.
+    pub fn push<T: Encode<S> + ?Sized>(&self, route: &str, value: &T) -> Result<()> {
+        let packet = encode_push::<S, T>(&self.inner.shared, route, value)?;
+        self.send_push(route, &packet)
+    }
+
+    /// Pushes a raw, already-serialized payload.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::push`].
+    pub fn push_raw(&self, route: &str, payload: &[u8]) -> Result<()> {
+        let shared = &self.inner.shared;
+        let mut w = DataPacketWriter::push(route, shared.dict())
+            .map_err(|e| Error::internal(e.to_string()))?;
+        w.payload_mut().extend_from_slice(payload);
+        let packet = finish(w, payload.len(), shared.max_packet_size)?;
+        self.send_push(route, &packet)
+    }
+
+    /// Queues an encoded push packet after the outbound pipeline (used by groups too).
+    pub(crate) fn send_push(&self, route: &str, packet: &EncodedPush) -> Result<()> {
+        let outbound = &self.inner.shared.pipeline.outbound;
+        if !outbound.is_empty() {
+            let env = Envelope {
+                kind: MessageType::Push,
+                id: 0,
+                route: Some(route),
+                payload: packet.payload(),
+            };
+            if let Err(e) = outbound.run(self, &env) {
+                tracing::debug!(session = self.id(), route, error = %e, "push refused by pipeline");
+                return Err(e);
+            }
+        }
+        self.send_packet(packet.bytes.clone())
+    }
+
+    /// Answers request `id` with a serialized payload, or an error response.
+    pub(crate) fn respond(&self, id: u64, result: Result<DataPacketWriter>) {
+        let shared = &self.inner.shared;
+        let (writer, is_error) = match result {
+            Ok(w) => (w, false),
+            Err(err) => (error_response::<S>(id, &err), true),
+        };
+        let payload_len = writer.payload_len();
+        let packet = match finish(writer, payload_len, shared.max_packet_size) {
+            Ok(p) => p,
+            Err(err) => {
+                // The response is too large to send: answer with an error instead.
+                tracing::warn!(session = self.id(), id, error = %err, "response not sendable");
+                let w = error_response::<S>(id, &err);
+                let len = w.payload_len();
+                match finish(w, len, shared.max_packet_size) {
+                    Ok(p) => p,
+                    Err(_) => return,
+                }
+            }
+        };
+        let outbound = &shared.pipeline.outbound;
+        if !outbound.is_empty() {
+            let env = Envelope {
+                kind: MessageType::Response,
+                id,
+                route: None,
+                payload: packet.payload(),
+            };
+            if let Err(e) = outbound.run(self, &env) {
+                tracing::debug!(session = self.id(), id, error = %e, "response refused by pipeline");
+                if !is_error {
+                    let w = error_response::<S>(id, &e);
+                    let len = w.payload_len();
+                    if let Ok(p) = finish(w, len, shared.max_packet_size) {
+                        let _ = self.send_packet(p.bytes);
+                    }
+                }
+                return;
+            }
+        }
+        if let Err(e) = self.send_packet(packet.bytes) {
+            tracing::debug!(session = self.id(), id, error = %e, "response not delivered");
+        }
+    }
+}
+
+impl<S> Session<S> {
+    /// The session's unique id (unique within the process).
+    #[inline]
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// Binds a user id to the session.
+    ///
+    /// # Errors
+    ///
+    /// `NANO-400` when `uid` is empty.
+    pub fn bind(&self, uid: impl Into<String>) -> Result<()> {
+        let uid = uid.into();
+        if uid.is_empty() {
+            return Err(Error::bad_request("cannot bind an empty uid"));
+        }
+        *write(&self.inner.uid) = Some(uid.into());
+        Ok(())
+    }
+
+    /// The bound user id, if any.
+    pub fn uid(&self) -> Option<String> {
+        read(&self.inner.uid).as_deref().map(str::to_owned)
+    }
+
+    /// Whether the bound uid equals `uid`.
+    pub(crate) fn uid_is(&self, uid: &str) -> bool {
+        read(&self.inner.uid).as_deref() == Some(uid)
+    }
+
+    /// Stores a value under `key`, replacing any previous one.
+    pub fn set<T: Any + Send + Sync>(&self, key: impl Into<String>, value: T) {
+        lock(&self.inner.data).insert(key.into(), Box::new(value));
+    }
+
+    /// A clone of the value under `key`, if there is one of type `T`.
+    pub fn get<T: Any + Clone>(&self, key: &str) -> Option<T> {
+        lock(&self.inner.data)
+            .get(key)
+            .and_then(|v| v.downcast_ref::<T>())
+            .cloned()
+    }
+
+    /// Calls `f` with a reference to the value under `key`, if there is one of type `T`.
+    pub fn with<T: Any, R>(&self, key: &str, f: impl FnOnce(&T) -> R) -> Option<R> {
+        lock(&self.inner.data)
+            .get(key)
+            .and_then(|v| v.downcast_ref::<T>())
+            .map(f)
+    }
+
+    /// Removes the value under `key`; returns whether there was one.
+    pub fn remove(&self, key: &str) -> bool {
+        lock(&self.inner.data).remove(key).is_some()
+    }
+
+    /// Whether a value is stored under `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        lock(&self.inner.data).contains_key(key)
+    }
+
+    /// Removes every stored value.
+    pub fn clear(&self) {
+        lock(&self.inner.data).clear();
+    }
+
+    /// The peer's address, when the transport has one.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.inner.link.remote_addr()
+    }
+
+    /// Whether the session has been closed (by either side).
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends a Kick packet, then closes the connection and runs the session-closed callbacks.
+    pub fn kick(&self) {
+        self.kick_with_reason(None);
+    }
+
+    /// Like [`Session::kick`], with a reason sent as pomelo's `{"reason": ...}` body.
+    pub fn kick_with_reason(&self, reason: Option<&str>) {
+        if !self.is_closed() {
+            self.inner.link.kick(reason);
+        }
+        self.closed();
+    }
+
+    /// Closes the connection (after flushing what is queued) and runs the session-closed
+    /// callbacks. Closing twice is harmless.
+    pub fn close(&self) {
+        if !self.is_closed() {
+            self.inner.link.close();
+        }
+        self.closed();
+    }
+
+    /// Marks the session closed: leaves its groups and runs the session-closed callbacks,
+    /// once. Transports call this when the connection ends.
+    pub fn closed(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let groups = std::mem::take(&mut *lock(&self.inner.groups));
+        for g in groups.iter().filter_map(Weak::upgrade) {
+            g.remove_member(self.id());
+        }
+        let hooks = lock(&self.inner.shared.closed_hooks).clone();
+        for hook in hooks {
+            hook(self);
+        }
+    }
+
+    /// Queues an encoded packet on the link.
+    ///
+    /// # Errors
+    ///
+    /// `NANO-410` when the session is closed or its queue is full.
+    pub fn send_packet(&self, packet: Bytes) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::closed("session closed"));
+        }
+        self.inner.link.send(packet).map_err(|e| match e {
+            SendError::Closed => Error::closed("session closed"),
+            SendError::Full => Error::closed("send queue full"),
+        })
+    }
+
+    pub(crate) fn shared(&self) -> &Shared<S> {
+        &self.inner.shared
+    }
+
+    /// Limits the messages of one session in flight on the schedulers.
+    pub(crate) fn inflight(&self) -> &Arc<Semaphore> {
+        &self.inner.inflight
+    }
+
+    pub(crate) fn joined(&self, group: Weak<dyn Membership>) {
+        let mut groups = lock(&self.inner.groups);
+        groups.retain(|g| g.strong_count() > 0);
+        groups.push(group);
+    }
+
+    /// Whether two handles are the same session.
+    pub fn same(&self, other: &Session<S>) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+/// An encoded push packet plus where its payload starts (for pipelines).
+pub(crate) struct EncodedPush {
+    pub bytes: Bytes,
+    payload_len: usize,
+}
+
+impl EncodedPush {
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[self.bytes.len() - self.payload_len..]
+    }
+}
+
+/// Serializes `value` and encodes a whole push packet, once.
+pub(crate) fn encode_push<S: Serializer, T: Encode<S> + ?Sized>(
+    shared: &Shared<S>,
+    route: &str,
+    value: &T,
+) -> Result<EncodedPush> {
+    let mut w =
+        DataPacketWriter::push(route, shared.dict()).map_err(|e| Error::internal(e.to_string()))?;
+    let start = w.payload_mut().len();
+    value.encode(w.payload_mut())?;
+    let len = w.payload_mut().len() - start;
+    finish(w, len, shared.max_packet_size)
+}
+
+fn finish(w: DataPacketWriter, payload_len: usize, max: usize) -> Result<EncodedPush> {
+    let bytes = w.finish(max).map_err(|e| Error::internal(e.to_string()))?;
+    Ok(EncodedPush { bytes, payload_len })
+}
+
+fn error_response<S: Serializer>(id: u64, err: &Error) -> DataPacketWriter {
+    let mut w = DataPacketWriter::response(id, true);
+    S::encode_error(err, w.payload_mut());
+    w
+}
+
+// The locks below guard plain data; a panic while holding one cannot leave it half-written in a
+// way that matters, so poisoning is ignored.
+pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,421 @@
+//! Code generation. [`component`] drives the pipeline (attributes → AST → rules → code);
+//! [`generate`] assumes a component that passed [`valid::check`].
+//!
+//! Generated code names the runtime only through `<crate>::__private` (`::nano` by default), and
+//! every call whose trait bounds depend on a user type (`Decode`, `Encode`, `SessionType`) is
+//! spanned on that type, so an unsatisfied bound is reported on the user's code.
+
+use proc_macro2::{Literal, Span, TokenStream};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::{Item, LitStr};
+
+use crate::ast::{self, Component, Handler, Payload, Reply};
+use crate::attr;
+use crate::ctxt::Ctxt;
+use crate::valid;
+
+/// Expands `#[component(args)] input`.
+///
+/// On error the output is the input item (without its `#[handler]` attributes), the
+/// `compile_error!`s and, when the impl block names a usable type, a stub `Component` impl with
+/// an empty route table, so the rest of the user's crate still type-checks.
+pub fn component(args: TokenStream, input: TokenStream) -> TokenStream {
+    let item: Item = match syn::parse2(input.clone()) {
+        Ok(item) => item,
+        Err(err) => {
+            let err = err.to_compile_error();
+            return quote!(#input #err);
+        }
+    };
+
+    let cx = Ctxt::new();
+    let attrs = attr::parse_component(&cx, args);
+    let component = ast::Component::from_item(&cx, &item, attrs);
+    if let Some(component) = &component {
+        valid::check(&cx, component);
+    }
+
+    let mut output = item.clone();
+    if let Item::Impl(imp) = &mut output {
+        ast::strip_handler_attrs(imp);
+    }
+    let mut tokens = output.into_token_stream();
+
+    match (cx.check(), &component) {
+        (Ok(()), Some(component)) => generate(component).to_tokens(&mut tokens),
+        (Err(err), component) => {
+            err.to_compile_error().to_tokens(&mut tokens);
+            if let Some(component) = component {
+                stub(component).to_tokens(&mut tokens);
+            }
+        }
+        (Ok(()), None) => unreachable!("from_item reports why it returns None"),
+    }
+    tokens
+}
+
+/// `<root>::__private`.
+fn private_path(component: &Component) -> TokenStream {
+    match &component.attrs.krate {
+        Some((_, path)) => quote!(#path::__private),
+        None => quote!(::nano::__private),
+    }
+}
+
+/// The generated `impl Component`.
+pub fn generate(component: &Component) -> TokenStream {
+    let private = &private_path(component);
+    let self_ty = &component.original.self_ty;
+    let name = component.name.as_deref().unwrap_or_default();
+
+    let serializer = serializer(component, private);
+    let session_checks = session_checks(component, private);
+
+    let infos = component.handlers.iter().map(|h| {
+        let handler_name = &h.name;
+        let route = component.route(h);
+        let payload = h.payload();
+        let has_payload = payload.is_some();
+        let raw_payload = matches!(payload, Some(Payload::Raw(_)));
+        let is_async = h.is_async();
+        quote! {
+            #private::HandlerInfo {
+                name: #handler_name,
+                route: #route,
+                has_payload: #has_payload,
+                raw_payload: #raw_payload,
+                is_async: #is_async,
+            }
+        }
+    });
+
+    let decode_arms = component.handlers.iter().enumerate().map(|(index, h)| {
+        let decode = match h.payload() {
+            None => quote!(#private::decode_none(payload)),
+            Some(Payload::Raw(ty)) => {
+                quote_spanned!(ty.span()=> #private::decode_raw::<#ty>(payload))
+            }
+            Some(Payload::Typed(ty)) => {
+                let func = quote_spanned! {ty.span()=>
+                    #private::decode_typed::<<Self as #private::Component>::Serializer, #ty>
+                };
+                quote!(#func(payload))
+            }
+        };
+        let index = Literal::usize_unsuffixed(index);
+        quote!(#index => #decode,)
+    });
+
+    let call_arms = component
+        .handlers
+        .iter()
+        .enumerate()
+        .map(|(index, h)| call_arm(private, index, h));
+
+    let hooks = component.hooks.iter().map(|hook| {
+        let method = &hook.original.sig.ident;
+        let trait_method = syn::Ident::new(hook.kind.name(), Span::call_site());
+        quote! {
+            fn #trait_method(&mut self, ctx: &#private::Context<Self>) {
+                Self::#method(self, ctx)
+            }
+        }
+    });
+
+    quote! {
+        impl #private::Component for #self_ty {
+            type Serializer = #serializer;
+            const NAME: &'static str = #name;
+            const HANDLERS: &'static [#private::HandlerInfo] = &[#(#infos,)*];
+
+            fn decode(
+                index: usize,
+                payload: #private::__Bytes,
+            ) -> ::core::result::Result<#private::BoxedPayload, #private::Error> {
+                #[allow(unreachable_patterns)]
+                match index {
+                    #(#decode_arms)*
+                    _ => ::core::result::Result::Err(#private::bad_index(
+                        <Self as #private::Component>::NAME,
+                        index,
+                    )),
+                }
+            }
+
+            #[allow(unused_variables)]
+            fn call<'a>(
+                &'a mut self,
+                index: usize,
+                session: &'a #private::Session<<Self as #private::Component>::Serializer>,
+                payload: #private::BoxedPayload,
+                reply: #private::Responder<'a, <Self as #private::Component>::Serializer>,
+            ) -> #private::Call<'a> {
+                #session_checks
+                match index {
+                    #(#call_arms)*
+                    _ => {
+                        #private::reply_error(
+                            reply,
+                            #private::bad_index(<Self as #private::Component>::NAME, index),
+                        );
+                        #private::Call::Done
+                    }
+                }
+            }
+
+            #(#hooks)*
+        }
+    }
+}
+
+/// `type Serializer = ...`: the override, else the first handler's session type's serializer,
+/// else JSON.
+fn serializer(component: &Component, private: &TokenStream) -> TokenStream {
+    if let Some((_, path)) = &component.attrs.serializer {
+        return path.to_token_stream();
+    }
+    match component.handlers.iter().find_map(Handler::session) {
+        Some(session) => {
+            quote_spanned!(session.span()=> <#session as #private::SessionType>::Serializer)
+        }
+        None => quote!(#private::Json),
+    }
+}
+
+/// Every handler's session type must be `Session<Self::Serializer>` (the first handler's is by
+/// construction, unless the serializer was given explicitly). Spanned on the session type.
+fn session_checks(component: &Component, private: &TokenStream) -> TokenStream {
+    let skip = usize::from(component.attrs.serializer.is_none());
+    component
+        .handlers
+        .iter()
+        .filter_map(Handler::session)
+        .skip(skip)
+        .map(|session| {
+            let check = quote_spanned! {session.span()=>
+                #private::same_session::<
+                    #session,
+                    #private::Session<<Self as #private::Component>::Serializer>,
+                >
+            };
+            quote!(let _: fn() = #check;)
+        })
+        .collect()
+}
+
+fn call_arm(private: &TokenStream, index: usize, h: &Handler) -> TokenStream {
+    let index = Literal::usize_unsuffixed(index);
+    let method = &h.original.sig.ident;
+    let take = h.payload().map(|payload| {
+        let ty = payload.ty();
+        quote! {
+            let payload = match #private::take::<#ty>(payload) {
+                ::core::result::Result::Ok(payload) => payload,
+                ::core::result::Result::Err(err) => {
+                    #private::reply_error(reply, err);
+                    return #private::Call::Done;
+                }
+            };
+        }
+    });
+    let args = if h.payload().is_some() {
+        quote!(self, session, payload)
+    } else {
+        quote!(self, session)
+    };
+    let reply_fn = match h.reply().expect("validated return type") {
+        Reply::Unit => {
+            let span = h.original.sig.output.span();
+            quote_spanned!(span=> #private::reply_unit)
+        }
+        Reply::Raw(ty) => quote_spanned!(ty.span()=> #private::reply_raw),
+        Reply::Typed(ty) => quote_spanned!(ty.span()=> #private::reply_typed),
+    };
+    if h.is_async() {
+        let pending = quote_spanned!(method.span()=> #private::Call::Pending);
+        quote! {
+            #index => {
+                #take
+                #pending(::std::boxed::Box::pin(async move {
+                    let result = Self::#method(#args).await;
+                    #reply_fn(reply, result);
+                }))
+            }
+        }
+    } else {
+        quote! {
+            #index => {
+                #take
+                let result = Self::#method(#args);
+                #reply_fn(reply, result);
+                #private::Call::Done
+            }
+        }
+    }
+}
+
+/// The `impl Component` emitted next to the errors: right name and serializer, no routes.
+fn stub(component: &Component) -> TokenStream {
+    if !component.original.generics.params.is_empty() {
+        return TokenStream::new();
+    }
+    let private = &private_path(component);
+    let self_ty = &component.original.self_ty;
+    let name = LitStr::new(
+        component.name.as_deref().unwrap_or_default(),
+        Span::call_site(),
+    );
+    let serializer = match &component.attrs.serializer {
+        Some((_, path)) => path.to_token_stream(),
+        None => match component.handlers.first().and_then(Handler::session) {
+            Some(session) => quote!(<#session as #private::SessionType>::Serializer),
+            None => quote!(#private::Json),
+        },
+    };
+    quote! {
+        impl #private::Component for #self_ty {
+            type Serializer = #serializer;
+            const NAME: &'static str = #name;
+            const HANDLERS: &'static [#private::HandlerInfo] = &[];
+
+            fn decode(
+                index: usize,
+                _payload: #private::__Bytes,
+            ) -> ::core::result::Result<#private::BoxedPayload, #private::Error> {
+                ::core::result::Result::Err(#private::bad_index(
+                    <Self as #private::Component>::NAME,
+                    index,
+                ))
+            }
+
+            fn call<'a>(
+                &'a mut self,
+                index: usize,
+                _session: &'a #private::Session<<Self as #private::Component>::Serializer>,
+                _payload: #private::BoxedPayload,
+                reply: #private::Responder<'a, <Self as #private::Component>::Serializer>,
+            ) -> #private::Call<'a> {
+                #private::reply_error(
+                    reply,
+                    #private::bad_index(<Self as #private::Component>::NAME, index),
+                );
+                #private::Call::Done
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand(args: TokenStream, input: TokenStream) -> String {
+        component(args, input).to_string()
+    }
+
+    #[test]
+    fn routes_and_dispatch() {
+        let out = expand(
+            quote!(),
+            quote! {
+                impl Room {
+                    #[handler(name = "Enter")]
+                    pub fn join(&mut self, s: &Session, req: JoinRequest) -> Result<JoinResponse> { todo!() }
+                    pub fn upload(&self, s: &Session, data: Bytes) -> Result<Vec<u8>> { todo!() }
+                    pub fn ping(&self, s: &Session) -> Result<()> { todo!() }
+                    pub async fn load(&mut self, s: &Session, id: u64) -> Result<()> { todo!() }
+                    fn init(&mut self, ctx: &Context<Self>) {}
+                }
+            },
+        );
+        // The impl block is re-emitted without `#[handler]`.
+        assert!(!out.contains("# [handler"), "{out}");
+        for expected in [
+            "impl :: nano :: __private :: Component for Room",
+            "type Serializer = < Session as :: nano :: __private :: SessionType > :: Serializer",
+            "const NAME : & 'static str = \"Room\"",
+            "name : \"Enter\" , route : \"Room.Enter\" , has_payload : true , raw_payload : false , is_async : false",
+            "route : \"Room.Upload\" , has_payload : true , raw_payload : true",
+            "route : \"Room.Ping\" , has_payload : false",
+            "route : \"Room.Load\" , has_payload : true , raw_payload : false , is_async : true",
+            "0 => :: nano :: __private :: decode_typed :: < < Self as :: nano :: __private :: Component > :: Serializer , JoinRequest > (payload)",
+            "1 => :: nano :: __private :: decode_raw :: < Bytes > (payload)",
+            "2 => :: nano :: __private :: decode_none (payload)",
+            "let result = Self :: join (self , session , payload) ; :: nano :: __private :: reply_typed (reply , result)",
+            ":: nano :: __private :: reply_raw (reply , result)",
+            "let result = Self :: ping (self , session) ; :: nano :: __private :: reply_unit (reply , result)",
+            ":: nano :: __private :: Call :: Pending (:: std :: boxed :: Box :: pin (async move { let result = Self :: load (self , session , payload) . await ;",
+            "fn init (& mut self , ctx : & :: nano :: __private :: Context < Self >) { Self :: init (self , ctx) }",
+            // Handlers after the first are checked against the first one's serializer.
+            "let _ : fn () = :: nano :: __private :: same_session :: < Session , :: nano :: __private :: Session < < Self as :: nano :: __private :: Component > :: Serializer > , >",
+        ] {
+            assert!(out.contains(expected), "missing `{expected}` in\n{out}");
+        }
+        assert_eq!(out.matches("same_session").count(), 3, "{out}");
+        assert!(!out.contains("fn after_init"), "{out}");
+    }
+
+    #[test]
+    fn options() {
+        let out = expand(
+            quote!(name = "room", rename_all = "lowercase", serializer = Protobuf, crate = ::nano_core),
+            quote! {
+                impl Room {
+                    pub fn join_room(&mut self, s: &Session<Protobuf>) -> Result<()> { todo!() }
+                }
+            },
+        );
+        for expected in [
+            "impl :: nano_core :: __private :: Component for Room",
+            "type Serializer = Protobuf ;",
+            "\"room\"",
+            "route : \"room.joinroom\"",
+            // With an explicit serializer every handler is checked, the first one too.
+            "same_session :: < Session < Protobuf > ,",
+        ] {
+            assert!(out.contains(expected), "missing `{expected}` in\n{out}");
+        }
+    }
+
+    #[test]
+    fn no_handlers_is_json() {
+        let out = expand(quote!(), quote!(impl Clock {}));
+        assert!(out.contains("type Serializer = :: nano :: __private :: Json"), "{out}");
+        assert!(out.contains("HANDLERS : & 'static [:: nano :: __private :: HandlerInfo] = & [] ;"), "{out}");
+    }
+
+    #[test]
+    fn errors_keep_the_impl_and_add_a_stub() {
+        let out = expand(
+            quote!(),
+            quote! {
+                impl Room {
+                    #[handler(name = "X")]
+                    pub fn join(self, s: &Session<Protobuf>) -> Result<()> { todo!() }
+                }
+            },
+        );
+        assert!(out.contains("impl Room { pub fn join (self , s : & Session < Protobuf >)"), "{out}");
+        assert!(!out.contains("# [handler"), "{out}");
+        assert!(out.contains("compile_error ! { \"handler receiver must be `&self` or `&mut self`\" }"), "{out}");
+        assert!(out.contains("impl :: nano :: __private :: Component for Room"), "{out}");
+        assert!(out.contains("type Serializer = < Session < Protobuf > as :: nano :: __private :: SessionType > :: Serializer"), "{out}");
+        assert!(out.contains("HANDLERS : & 'static [:: nano :: __private :: HandlerInfo] = & [] ;"), "{out}");
+    }
+
+    #[test]
+    fn non_impl_items_are_kept_verbatim() {
+        let out = expand(quote!(name = 1), quote!(struct Room;));
+        assert!(out.starts_with("struct Room ;"), "{out}");
+        assert_eq!(out.matches("compile_error").count(), 2, "{out}");
+        assert!(!out.contains("Component"), "{out}");
+    }
+
+    #[test]
+    fn generic_impls_get_no_stub() {
+        let out = expand(quote!(), quote!(impl<T> Room<T> {}));
+        assert!(out.contains("does not support generic impl blocks"), "{out}");
+        assert!(!out.contains("Component"), "{out}");
+    }
+}

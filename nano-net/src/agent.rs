@@ -1,0 +1,352 @@
+//! The per-connection agent: handshake, read loop, heartbeat, and the batched writer.
+//!
+//! ```text
+//! socket ─read─▶ PacketCodec ─▶ Engine::handle_data ─▶ scheduler ─▶ Session ─▶ ConnLink
+//!                                                                               │ bounded queue
+//! socket ◀─writev/frame── writer task ◀──────────────────────────────────────────┘
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use nano_core::protocol::{Packet, PacketCodec, PacketType};
+use nano_core::{Link, SendError, Serializer};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::{timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{FullQueuePolicy, HandshakeRequest};
+use crate::server::ServerCtx;
+use crate::transport::{PacketSink, PacketSource};
+
+/// How the connection should end.
+#[derive(Debug, Clone)]
+enum Ending {
+    /// Flush, then close.
+    Close,
+    /// Flush, send Kick (with an optional reason), then close.
+    Kick(Option<String>),
+    /// Protocol error: flush, close (WebSocket: close frame with the reason).
+    ProtocolError(String),
+}
+
+/// State shared by the reader, the writer and the session's link.
+struct ConnState {
+    ending: Mutex<Option<Ending>>,
+    wake_writer: Notify,
+    /// Stops everything at once (abort, or the writer finished closing).
+    kill: CancellationToken,
+    closing: AtomicBool,
+}
+
+impl ConnState {
+    fn end(&self, how: Ending) {
+        let mut e = self.ending.lock().unwrap_or_else(|p| p.into_inner());
+        if e.is_none() {
+            *e = Some(how);
+            self.closing.store(true, Ordering::Release);
+            self.wake_writer.notify_one();
+        }
+    }
+}
+
+/// The session's outbound path: a bounded queue drained by the writer task.
+struct ConnLink {
+    tx: mpsc::Sender<Bytes>,
+    state: Arc<ConnState>,
+    remote: SocketAddr,
+    policy: FullQueuePolicy,
+}
+
+impl Link for ConnLink {
+    fn send(&self, packet: Bytes) -> Result<(), SendError> {
+        if self.state.closing.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        match self.tx.try_send(packet) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                match self.policy {
+                    FullQueuePolicy::Disconnect => {
+                        tracing::warn!(remote = %self.remote, "send queue full: client not reading, disconnecting");
+                        self.state.closing.store(true, Ordering::Release);
+                        self.state.kill.cancel();
+                    }
+                    FullQueuePolicy::DropAndWarn => {
+                        tracing::warn!(remote = %self.remote, "send queue full: packet dropped");
+                    }
+                }
+                Err(SendError::Full)
+            }
+        }
+    }
+
+    fn kick(&self, reason: Option<&str>) {
+        self.state.end(Ending::Kick(reason.map(str::to_owned)));
+    }
+
+    fn close(&self) {
+        self.state.end(Ending::Close);
+    }
+
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        Some(self.remote)
+    }
+}
+
+/// Serves one connection until it ends.
+pub(crate) async fn serve<S, R, W>(
+    ctx: Arc<ServerCtx<S>>,
+    mut source: R,
+    sink: W,
+    remote: SocketAddr,
+) where
+    S: Serializer,
+    R: PacketSource,
+    W: PacketSink,
+{
+    let (tx, rx) = mpsc::channel(ctx.config.send_queue.max(1));
+    let state = Arc::new(ConnState {
+        ending: Mutex::new(None),
+        wake_writer: Notify::new(),
+        kill: CancellationToken::new(),
+        closing: AtomicBool::new(false),
+    });
+    let writer = tokio::spawn(write_loop(sink, rx, state.clone(), ctx.config.shutdown_timeout));
+    let link = Arc::new(ConnLink {
+        tx,
+        state: state.clone(),
+        remote,
+        policy: ctx.config.on_full_queue,
+    });
+
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut codec = PacketCodec::new(ctx.engine.max_packet_size());
+
+    match handshake(&ctx, &mut source, &mut buf, &mut codec, &link, &state, remote).await {
+        Ok(()) => {}
+        Err(reason) => {
+            tracing::debug!(%remote, reason, "handshake failed");
+            state.end(Ending::ProtocolError(reason));
+            finish(writer, &state).await;
+            return;
+        }
+    }
+
+    let session = ctx.engine.open_session(link.clone());
+    ctx.register(&session);
+    tracing::debug!(%remote, session = session.id(), "session opened");
+
+    let heartbeat = ctx.config.heartbeat;
+    let mut last_seen = Instant::now();
+    let mut ticker = heartbeat.map(|d| {
+        let mut t = tokio::time::interval_at(Instant::now() + d, d);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    let reason: Option<String> = 'conn: loop {
+        // Everything already buffered first (pipelined packets).
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(packet)) => {
+                    last_seen = Instant::now();
+                    match packet.kind {
+                        PacketType::Data => {
+                            if let Err(e) = ctx.engine.handle_data(&session, packet.body).await {
+                                break 'conn Some(e.to_string());
+                            }
+                        }
+                        PacketType::Heartbeat => {}
+                        other => break 'conn Some(format!("unexpected {other:?} packet")),
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => break 'conn Some(e.to_string()),
+            }
+        }
+        tokio::select! {
+            r = source.read_into(&mut buf) => match r {
+                Ok(0) => break None,
+                Ok(_) => {}
+                Err(e) => break Some(e.to_string()),
+            },
+            _ = tick(&mut ticker) => {
+                let Some(interval) = heartbeat else { continue };
+                if last_seen.elapsed() > interval * 2 {
+                    tracing::info!(%remote, session = session.id(), "heartbeat timeout: kicking");
+                    session.kick_with_reason(Some("heartbeat timeout"));
+                    break None;
+                }
+                if let Ok(p) = Packet::heartbeat().encode() {
+                    let _ = link.send(p);
+                }
+            }
+            _ = state.kill.cancelled() => break None,
+        }
+    };
+    if let Some(reason) = &reason {
+        tracing::info!(%remote, session = session.id(), reason, "protocol error: closing connection");
+        state.end(Ending::ProtocolError(reason.clone()));
+    } else {
+        state.end(Ending::Close);
+    }
+    session.closed();
+    ctx.unregister(&session);
+    finish(writer, &state).await;
+    tracing::debug!(%remote, session = session.id(), "session closed");
+}
+
+async fn tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits (bounded) for the writer to flush and close.
+async fn finish(writer: tokio::task::JoinHandle<()>, state: &ConnState) {
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .is_err()
+    {
+        state.kill.cancel();
+        abort.abort();
+    }
+}
+
+/// Reads the Handshake, answers it, and waits for the HandshakeAck.
+async fn handshake<S: Serializer, R: PacketSource>(
+    ctx: &ServerCtx<S>,
+    source: &mut R,
+    buf: &mut BytesMut,
+    codec: &mut PacketCodec,
+    link: &ConnLink,
+    state: &ConnState,
+    remote: SocketAddr,
+) -> Result<(), String> {
+    let deadline = Instant::now() + ctx.config.handshake_timeout;
+    let mut answered = false;
+    loop {
+        while let Some(packet) = codec.decode(buf).map_err(|e| e.to_string())? {
+            match (packet.kind, answered) {
+                (PacketType::Handshake, false) => {
+                    let (code, body) = ctx.handshake_response(&packet.body, remote);
+                    let packet = Packet::new(PacketType::Handshake, body)
+                        .encode()
+                        .map_err(|e| e.to_string())?;
+                    link.send(packet).map_err(|e| e.to_string())?;
+                    if code != 200 {
+                        return Err(format!("handshake refused with code {code}"));
+                    }
+                    answered = true;
+                }
+                (PacketType::HandshakeAck, true) => return Ok(()),
+                (PacketType::Heartbeat, _) => {}
+                (kind, _) => return Err(format!("{kind:?} packet before the handshake completed")),
+            }
+        }
+        tokio::select! {
+            r = timeout_at(deadline, source.read_into(buf)) => match r {
+                Err(_) => return Err("handshake timeout".into()),
+                Ok(Ok(0)) => return Err("closed during handshake".into()),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.to_string()),
+            },
+            _ = state.kill.cancelled() => return Err("killed during handshake".into()),
+        }
+    }
+}
+
+/// Parses a client handshake body into what a validator sees.
+pub(crate) fn parse_handshake(
+    body: &[u8],
+    remote: SocketAddr,
+) -> Result<HandshakeRequest, serde_json::Error> {
+    let v: serde_json::Value = serde_json::from_slice(body)?;
+    Ok(HandshakeRequest {
+        sys: v.get("sys").cloned().unwrap_or_default(),
+        user: v.get("user").cloned().unwrap_or_default(),
+        remote,
+    })
+}
+
+/// Drains the queue in batches until the connection ends.
+async fn write_loop<W: PacketSink>(
+    mut sink: W,
+    mut rx: mpsc::Receiver<Bytes>,
+    state: Arc<ConnState>,
+    close_timeout: Duration,
+) {
+    const MAX_BATCH: usize = 256;
+    let mut batch: Vec<Bytes> = Vec::with_capacity(16);
+    loop {
+        tokio::select! {
+            biased;
+            _ = state.kill.cancelled() => return,
+            _ = state.wake_writer.notified() => break,
+            p = rx.recv() => {
+                let Some(p) = p else { break };
+                batch.push(p);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let r = tokio::select! {
+                    r = sink.send_batch(&batch) => r,
+                    _ = state.kill.cancelled() => return,
+                };
+                batch.clear();
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "write failed");
+                    state.closing.store(true, Ordering::Release);
+                    state.kill.cancel();
+                    return;
+                }
+            }
+        }
+    }
+    // Graceful end: what is queued, then the kick, then close.
+    rx.close();
+    while let Ok(p) = rx.try_recv() {
+        batch.push(p);
+    }
+    let ending = state
+        .ending
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or(Ending::Close);
+    let mut error = None;
+    match ending {
+        Ending::Kick(reason) => {
+            let body = reason
+                .map(|r| serde_json::json!({ "reason": r }).to_string())
+                .unwrap_or_default();
+            if let Ok(p) = Packet::new(PacketType::Kick, body.into_bytes()).encode() {
+                batch.push(p);
+            }
+        }
+        Ending::ProtocolError(reason) => error = Some(reason),
+        Ending::Close => {}
+    }
+    let close = async {
+        if !batch.is_empty() {
+            sink.send_batch(&batch).await?;
+        }
+        sink.shutdown(error).await
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(close_timeout, close) => {}
+        _ = state.kill.cancelled() => {}
+    }
+    state.kill.cancel();
+}

@@ -1,0 +1,309 @@
+//! The application builder: components, serializer, listeners, settings; then run.
+
+use std::any::Any;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nano_core::{Component, EngineBuilder, Json, Pipeline, Serializer};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::config::{FullQueuePolicy, HandshakeRefusal, HandshakeRequest, ServerConfig};
+use crate::http::{HttpHandler, HttpRequest, HttpResponse, HttpSide};
+use crate::server::{bind, ListenerSpec, Server, ServerCtx};
+use crate::tls::TlsConfig;
+
+/// Starts building an application with the JSON serializer.
+///
+/// # Examples
+///
+/// ```no_run
+/// # struct Room;
+/// # impl Room { fn new() -> Self { Room } }
+/// # fn demo(room: impl nano_core::Component<Serializer = nano_core::Json>) -> std::io::Result<()> {
+/// nano_net::app()
+///     .component(room)
+///     .websocket("127.0.0.1:3250", "/nano")
+///     .tcp("127.0.0.1:3251")
+///     .run() // blocks until Ctrl-C / SIGTERM, then shuts down gracefully
+/// # }
+/// ```
+pub fn app() -> App<Json> {
+    App::new()
+}
+
+/// An application being configured. `S` is its serializer.
+pub struct App<S = Json> {
+    engine: EngineBuilder<S>,
+    components: usize,
+    config: ServerConfig,
+    listeners: Vec<ListenerSpec>,
+    http: Vec<HttpHandler>,
+    error: Option<String>,
+}
+
+impl<S: Serializer> Default for App<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: Serializer> App<S> {
+    /// An empty application.
+    pub fn new() -> Self {
+        App {
+            engine: EngineBuilder::new(),
+            components: 0,
+            config: ServerConfig::default(),
+            listeners: Vec::new(),
+            http: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Chooses the serializer (reported to clients in the handshake). Call it before
+    /// registering components: components are typed by their serializer.
+    pub fn serializer<S2: Serializer>(self, _serializer: S2) -> App<S2> {
+        let boxed: Box<dyn Any> = Box::new(self);
+        match boxed.downcast::<App<S2>>() {
+            Ok(same) => *same,
+            Err(boxed) => {
+                let Ok(me) = boxed.downcast::<App<S>>() else {
+                    unreachable!("the box holds an App<S>")
+                };
+                let mut next = App::<S2>::new();
+                next.config = me.config;
+                next.listeners = me.listeners;
+                next.http = me.http;
+                next.error = me.error;
+                if me.components > 0 {
+                    next.error = Some(
+                        "serializer() must be called before component(): components are typed by the serializer".into(),
+                    );
+                }
+                next
+            }
+        }
+    }
+
+    /// Registers a component on the shared logic scheduler.
+    #[must_use]
+    pub fn component<C: Component<Serializer = S>>(mut self, component: C) -> Self {
+        self.engine = self.engine.component(component);
+        self.components += 1;
+        self
+    }
+
+    /// Registers a component on its own named scheduler (components on different schedulers
+    /// run in parallel).
+    #[must_use]
+    pub fn component_on<C: Component<Serializer = S>>(
+        mut self,
+        component: C,
+        scheduler: &str,
+    ) -> Self {
+        self.engine = self.engine.component_on(component, scheduler);
+        self.components += 1;
+        self
+    }
+
+    /// Adds pipeline interceptors.
+    #[must_use]
+    pub fn pipeline(mut self, f: impl FnOnce(&mut Pipeline<S>)) -> Self {
+        f(self.engine.pipeline_mut());
+        self
+    }
+
+    /// Adds push routes to the route dictionary.
+    #[must_use]
+    pub fn push_routes<I: IntoIterator<Item = impl Into<String>>>(mut self, routes: I) -> Self {
+        self.engine = self.engine.push_routes(routes);
+        self
+    }
+
+    /// Offer the route dictionary in the handshake (default true).
+    #[must_use]
+    pub fn route_compression(mut self, on: bool) -> Self {
+        self.engine = self.engine.route_compression(on);
+        self
+    }
+
+    /// Largest packet body accepted or sent (default 64 KiB); larger headers are refused.
+    #[must_use]
+    pub fn max_packet_size(mut self, bytes: usize) -> Self {
+        self.engine = self.engine.max_packet_size(bytes);
+        self
+    }
+
+    /// Heartbeat interval (default 30 s); `None` disables heartbeats and the liveness check.
+    #[must_use]
+    pub fn heartbeat(mut self, interval: Option<Duration>) -> Self {
+        self.config.heartbeat = interval.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Time allowed from accept to HandshakeAck (default 10 s).
+    #[must_use]
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.config.handshake_timeout = t;
+        self
+    }
+
+    /// Maximum connections served at once.
+    #[must_use]
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.config.max_connections = n.max(1);
+        self
+    }
+
+    /// Packets queued per connection (default 1024).
+    #[must_use]
+    pub fn send_queue(mut self, n: usize) -> Self {
+        self.config.send_queue = n.max(1);
+        self
+    }
+
+    /// What to do when a connection's send queue is full.
+    #[must_use]
+    pub fn on_full_queue(mut self, policy: FullQueuePolicy) -> Self {
+        self.config.on_full_queue = policy;
+        self
+    }
+
+    /// Time allowed for graceful shutdown (default 5 s).
+    #[must_use]
+    pub fn shutdown_timeout(mut self, t: Duration) -> Self {
+        self.config.shutdown_timeout = t;
+        self
+    }
+
+    /// Accepts WebSocket upgrades only from these `Origin`s.
+    #[must_use]
+    pub fn allowed_origins<I: IntoIterator<Item = impl Into<String>>>(mut self, origins: I) -> Self {
+        self.config.allowed_origins = Some(origins.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Validates client handshakes; a refusal is answered with its code, then the connection
+    /// closes.
+    #[must_use]
+    pub fn handshake_validator(
+        mut self,
+        f: impl Fn(&HandshakeRequest) -> Result<(), HandshakeRefusal> + Send + Sync + 'static,
+    ) -> Self {
+        self.config.validator = Some(Arc::new(f));
+        self
+    }
+
+    /// Listens for raw TCP clients.
+    #[must_use]
+    pub fn tcp(mut self, addr: impl Into<String>) -> Self {
+        self.listeners.push(ListenerSpec::Tcp {
+            addr: addr.into(),
+            tls: None,
+        });
+        self
+    }
+
+    /// Listens for TCP clients over TLS.
+    #[must_use]
+    pub fn tcp_tls(mut self, addr: impl Into<String>, tls: TlsConfig) -> Self {
+        self.listeners.push(ListenerSpec::Tcp {
+            addr: addr.into(),
+            tls: Some(tls),
+        });
+        self
+    }
+
+    /// Listens for WebSocket clients on `path`; other paths get plain HTTP (see
+    /// [`App::http_handler`]).
+    #[must_use]
+    pub fn websocket(mut self, addr: impl Into<String>, path: impl Into<String>) -> Self {
+        self.listeners.push(ListenerSpec::WebSocket {
+            addr: addr.into(),
+            path: path.into(),
+            tls: None,
+        });
+        self
+    }
+
+    /// Listens for WebSocket clients over TLS (`wss://`).
+    #[must_use]
+    pub fn websocket_tls(
+        mut self,
+        addr: impl Into<String>,
+        path: impl Into<String>,
+        tls: TlsConfig,
+    ) -> Self {
+        self.listeners.push(ListenerSpec::WebSocket {
+            addr: addr.into(),
+            path: path.into(),
+            tls: Some(tls),
+        });
+        self
+    }
+
+    /// Answers plain HTTP requests on the WebSocket ports (go-nano's `WithHTTPHandler`).
+    #[must_use]
+    pub fn http_handler(
+        mut self,
+        f: impl Fn(&HttpRequest) -> Option<HttpResponse> + Send + Sync + 'static,
+    ) -> Self {
+        self.http.push(Arc::new(f));
+        self
+    }
+
+    /// Serves the files of `dir` under the URL prefix `prefix` on the WebSocket ports.
+    #[must_use]
+    pub fn http_static(mut self, prefix: &str, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.http.push(crate::http::static_dir(prefix, dir));
+        self
+    }
+
+    /// Builds the application, binds every listener and starts serving; returns at once.
+    /// Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// Binding failures, duplicate routes, or `serializer()` called after `component()`.
+    pub async fn start(self) -> io::Result<Server<S>> {
+        if let Some(e) = self.error {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+        }
+        let engine = self
+            .engine
+            .build()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let max_packet = engine.max_packet_size();
+        engine.start().await;
+        let ctx = Arc::new(ServerCtx::new(engine, self.config.clone()));
+        let mut ws_config = WebSocketConfig::default();
+        // A frame holds whole packets; bound it so a peer cannot make us buffer more.
+        ws_config.max_message_size = Some(2 * (max_packet + 4));
+        ws_config.max_frame_size = Some(2 * (max_packet + 4));
+        let http = Arc::new(HttpSide {
+            ws_path: String::new(),
+            allowed_origins: self.config.allowed_origins.clone(),
+            handlers: self.http,
+            ws_config,
+        });
+        bind(ctx, self.listeners, http).await
+    }
+
+    /// Runs the application on a new multi-threaded tokio runtime until Ctrl-C or SIGTERM,
+    /// then shuts down gracefully.
+    ///
+    /// # Errors
+    ///
+    /// As [`App::start`], or when the runtime cannot be created.
+    pub fn run(self) -> io::Result<()> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let server = self.start().await?;
+            server.run_until_signal().await;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,95 @@
+//! Server settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// What to do with a connection whose bounded send queue is full (the client stopped reading).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FullQueuePolicy {
+    /// Disconnect the client with a traced reason (default). Nothing is dropped silently: the
+    /// client sees the connection close.
+    #[default]
+    Disconnect,
+    /// Drop the packet that did not fit and trace a warning; the connection stays open. Only for
+    /// applications that tolerate lost pushes; a dropped response leaves a request unanswered.
+    DropAndWarn,
+}
+
+/// The client's handshake, as seen by a handshake validator.
+#[derive(Debug, Clone)]
+pub struct HandshakeRequest {
+    /// The `sys` object (`type`, `version` of the client SDK).
+    pub sys: Value,
+    /// The `user` object (application data), `Null` when absent.
+    pub user: Value,
+    /// The peer's address.
+    pub remote: std::net::SocketAddr,
+}
+
+/// A refused handshake: the code sent to the client (e.g. 501 "version not supported") before
+/// the connection is closed.
+#[derive(Debug, Clone)]
+pub struct HandshakeRefusal {
+    /// The handshake response code (not 200).
+    pub code: u16,
+    /// Optional reason, traced and sent as `"msg"`.
+    pub reason: String,
+}
+
+/// Decides whether a handshake is accepted.
+pub type HandshakeValidator =
+    Arc<dyn Fn(&HandshakeRequest) -> Result<(), HandshakeRefusal> + Send + Sync>;
+
+/// Connection settings of a server.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Heartbeat interval; a connection silent for twice this long is kicked. `None`: no
+    /// heartbeat (default 30 s).
+    pub heartbeat: Option<Duration>,
+    /// Time allowed from accept to the HandshakeAck (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Connections served at once; more are accepted and closed at once (default 100 000).
+    pub max_connections: usize,
+    /// Packets queued per connection before [`FullQueuePolicy`] applies (default 1024).
+    pub send_queue: usize,
+    /// What happens when a send queue is full.
+    pub on_full_queue: FullQueuePolicy,
+    /// Time allowed for graceful shutdown after the kick (default 5 s).
+    pub shutdown_timeout: Duration,
+    /// Allowed `Origin` values for WebSocket upgrades; `None` allows any.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Handshake validator.
+    pub validator: Option<HandshakeValidator>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            heartbeat: Some(Duration::from_secs(30)),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 100_000,
+            send_queue: 1024,
+            on_full_queue: FullQueuePolicy::Disconnect,
+            shutdown_timeout: Duration::from_secs(5),
+            allowed_origins: None,
+            validator: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("heartbeat", &self.heartbeat)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("send_queue", &self.send_queue)
+            .field("on_full_queue", &self.on_full_queue)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("validator", &self.validator.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,224 @@
+//! The HTTP side of a WebSocket listener: the upgrade to WebSocket on the configured path
+//! (with an origin check), and plain HTTP on the same port for pages and static files.
+
+use std::io;
+use std::path::{Component as PathComponent, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+/// The largest HTTP request head accepted.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// A plain HTTP request (head only; bodies are not read).
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    /// `GET`, `HEAD`, ...
+    pub method: String,
+    /// The path with the query string.
+    pub path: String,
+    /// Header names (lowercase) and values.
+    pub headers: Vec<(String, String)>,
+}
+
+impl HttpRequest {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A plain HTTP response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    /// A 200 response.
+    pub fn ok(content_type: &str, body: impl Into<Bytes>) -> Self {
+        HttpResponse {
+            status: 200,
+            content_type: content_type.to_owned(),
+            body: body.into(),
+        }
+    }
+}
+
+/// Answers plain HTTP requests on WebSocket ports (`None`: try the next handler, then 404).
+pub type HttpHandler = Arc<dyn Fn(&HttpRequest) -> Option<HttpResponse> + Send + Sync>;
+
+/// Serves files under `dir` for request paths starting with `prefix` (no `..` escapes).
+pub fn static_dir(prefix: &str, dir: impl Into<PathBuf>) -> HttpHandler {
+    let prefix = prefix.to_owned();
+    let dir = dir.into();
+    Arc::new(move |req: &HttpRequest| {
+        let path = req.path.split('?').next().unwrap_or("");
+        let rest = path.strip_prefix(&prefix)?;
+        let mut file = dir.clone();
+        for part in std::path::Path::new(rest).components() {
+            match part {
+                PathComponent::Normal(p) => file.push(p),
+                PathComponent::CurDir => {}
+                _ => return None,
+            }
+        }
+        if file.is_dir() {
+            file.push("index.html");
+        }
+        let body = std::fs::read(&file).ok()?;
+        Some(HttpResponse::ok(content_type(&file), body))
+    })
+}
+
+fn content_type(path: &std::path::Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json") => "application/json",
+        Some("png") => "image/png",
+        Some("svg") => "image/svg+xml",
+        _ => "application/octet-stream",
+    }
+}
+
+/// What arrived on a WebSocket port.
+pub(crate) enum Accepted<S> {
+    WebSocket(WebSocketStream<S>),
+    /// Plain HTTP was answered, or the request was refused; nothing more to do.
+    Done,
+}
+
+/// Settings of one WebSocket listener's HTTP side.
+pub(crate) struct HttpSide {
+    pub ws_path: String,
+    pub allowed_origins: Option<Vec<String>>,
+    pub handlers: Vec<HttpHandler>,
+    pub ws_config: WebSocketConfig,
+}
+
+/// Reads the request head and either upgrades to WebSocket or answers plain HTTP.
+pub(crate) async fn accept<S>(mut stream: S, side: &HttpSide) -> io::Result<Accepted<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(1024);
+    let (req, head_len) = loop {
+        if buf.len() >= MAX_HEAD {
+            respond(&mut stream, 431, "text/plain", b"request head too large").await?;
+            return Ok(Accepted::Done);
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Ok(Accepted::Done);
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&buf) {
+            Ok(httparse::Status::Complete(n)) => {
+                let req = HttpRequest {
+                    method: parsed.method.unwrap_or("").to_owned(),
+                    path: parsed.path.unwrap_or("").to_owned(),
+                    headers: parsed
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_ascii_lowercase(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
+                        .collect(),
+                };
+                break (req, n);
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(_) => {
+                respond(&mut stream, 400, "text/plain", b"bad request").await?;
+                return Ok(Accepted::Done);
+            }
+        }
+    };
+    let is_upgrade = req
+        .header("upgrade")
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let path = req.path.split('?').next().unwrap_or("");
+    if is_upgrade && path == side.ws_path {
+        if let Some(allowed) = &side.allowed_origins {
+            let origin = req.header("origin").unwrap_or("");
+            if !allowed.iter().any(|a| a == origin) {
+                tracing::info!(origin, "websocket origin refused");
+                respond(&mut stream, 403, "text/plain", b"origin not allowed").await?;
+                return Ok(Accepted::Done);
+            }
+        }
+        let Some(key) = req.header("sec-websocket-key") else {
+            respond(&mut stream, 400, "text/plain", b"missing Sec-WebSocket-Key").await?;
+            return Ok(Accepted::Done);
+        };
+        let accept = derive_accept_key(key.trim().as_bytes());
+        let head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await?;
+        stream.flush().await?;
+        let leftover = buf.split_off(head_len).to_vec();
+        let ws = WebSocketStream::from_partially_read(
+            stream,
+            leftover,
+            Role::Server,
+            Some(side.ws_config),
+        )
+        .await;
+        return Ok(Accepted::WebSocket(ws));
+    }
+    for h in &side.handlers {
+        if let Some(resp) = h(&req) {
+            let body = if req.method == "HEAD" {
+                &[][..]
+            } else {
+                &resp.body[..]
+            };
+            respond(&mut stream, resp.status, &resp.content_type, body).await?;
+            return Ok(Accepted::Done);
+        }
+    }
+    respond(&mut stream, 404, "text/plain", b"not found").await?;
+    Ok(Accepted::Done)
+}
+
+async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        431 => "Request Header Fields Too Large",
+        _ => "",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    stream.flush().await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,27 @@
+//! nano-net: the sockets side of nano.
+//!
+//! | module | job |
+//! |---|---|
+//! | `app` | [`App`]: components + listeners + settings, then `run()` / `start()` |
+//! | `server` | listeners (TCP, WebSocket, TLS), the session registry, graceful shutdown |
+//! | `agent` | one per connection: handshake, read loop, heartbeat, batched writer |
+//! | `transport` | raw streams (one `writev` per batch) and WebSocket binary frames |
+//! | `http` | WebSocket upgrade with origin check, plain HTTP on the same port |
+//! | `tls` | [`TlsConfig`] from PEM |
+//! | [`client`] | [`Client`]: a Rust client for bots, tests and benchmarks |
+
+mod agent;
+mod app;
+pub mod client;
+mod config;
+mod http;
+mod server;
+mod tls;
+mod transport;
+
+pub use app::{app, App};
+pub use client::{Client, ClientBuilder, ClientError, ClientEvent, HandshakeInfo};
+pub use config::{FullQueuePolicy, HandshakeRefusal, HandshakeRequest, ServerConfig};
+pub use http::{static_dir, HttpHandler, HttpRequest, HttpResponse};
+pub use server::{Server, Transport};
+pub use tls::TlsConfig;

@@ -1,0 +1,158 @@
+//! The two byte paths a connection can use: a raw stream (TCP, TLS over TCP) or WebSocket
+//! binary frames. Both feed the same incremental packet decoder.
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::WebSocketStream;
+
+/// Where inbound bytes come from.
+pub(crate) trait PacketSource: Send + 'static {
+    /// Appends what arrived to `buf`; `Ok(0)` means the peer closed.
+    fn read_into(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<usize>> + Send;
+}
+
+/// Where outbound packets go.
+pub(crate) trait PacketSink: Send + 'static {
+    /// Writes every packet of the batch (one vectored write on streams, one frame on
+    /// WebSocket) and flushes.
+    fn send_batch(&mut self, batch: &[Bytes]) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Closes the write side; `error` is a protocol-error reason for a WebSocket close frame.
+    fn shutdown(&mut self, error: Option<String>) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// The read half of a byte stream.
+pub(crate) struct StreamSource<R>(pub R);
+
+impl<R: AsyncRead + Unpin + Send + 'static> PacketSource for StreamSource<R> {
+    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        self.0.read_buf(buf).await
+    }
+}
+
+/// The write half of a byte stream.
+pub(crate) struct StreamSink<W>(pub W);
+
+impl<W: AsyncWrite + Unpin + Send + 'static> PacketSink for StreamSink<W> {
+    async fn send_batch(&mut self, batch: &[Bytes]) -> io::Result<()> {
+        write_all_vectored(&mut self.0, batch).await?;
+        self.0.flush().await
+    }
+
+    async fn shutdown(&mut self, _error: Option<String>) -> io::Result<()> {
+        self.0.shutdown().await
+    }
+}
+
+/// Writes all of `batch` with as few `writev` calls as the kernel allows.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(w: &mut W, batch: &[Bytes]) -> io::Result<()> {
+    const MAX_SLICES: usize = 64;
+    let mut idx = 0; // first packet not fully written
+    let mut off = 0; // bytes of batch[idx] already written
+    while idx < batch.len() {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let mut n = 0;
+        for (i, b) in batch[idx..].iter().enumerate().take(MAX_SLICES) {
+            slices[i] = IoSlice::new(if i == 0 { &b[off..] } else { &b[..] });
+            n = i + 1;
+        }
+        let mut written = w.write_vectored(&slices[..n]).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 && idx < batch.len() {
+            let left = batch[idx].len() - off;
+            if written >= left {
+                written -= left;
+                idx += 1;
+                off = 0;
+            } else {
+                off += written;
+                written = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The read half of a WebSocket.
+pub(crate) struct WsSource<S>(pub SplitStream<WebSocketStream<S>>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> PacketSource for WsSource<S> {
+    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            match self.0.next().await {
+                None => return Ok(0),
+                Some(Err(e)) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+                Some(Ok(WsMessage::Binary(data))) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    buf.extend_from_slice(&data);
+                    return Ok(data.len());
+                }
+                Some(Ok(WsMessage::Close(_))) => return Ok(0),
+                Some(Ok(WsMessage::Text(_))) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "text frames are not part of the nano protocol",
+                    ))
+                }
+                // Pings are answered by tungstenite; pongs and raw frames carry nothing for us.
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+}
+
+/// The write half of a WebSocket.
+pub(crate) struct WsSink<S>(pub SplitSink<WebSocketStream<S>, WsMessage>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> PacketSink for WsSink<S> {
+    async fn send_batch(&mut self, batch: &[Bytes]) -> io::Result<()> {
+        // Several whole packets per binary frame: one frame, one flush.
+        let frame = if batch.len() == 1 {
+            batch[0].to_vec()
+        } else {
+            let len = batch.iter().map(Bytes::len).sum();
+            let mut v = Vec::with_capacity(len);
+            for b in batch {
+                v.extend_from_slice(b.chunk());
+            }
+            v
+        };
+        self.0
+            .send(WsMessage::Binary(frame))
+            .await
+            .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e))
+    }
+
+    async fn shutdown(&mut self, error: Option<String>) -> io::Result<()> {
+        let frame = match error {
+            Some(reason) => CloseFrame {
+                code: CloseCode::Protocol,
+                reason: reason.chars().take(100).collect::<String>().into(),
+            },
+            None => CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            },
+        };
+        let _ = self.0.send(WsMessage::Close(Some(frame))).await;
+        self.0
+            .close()
+            .await
+            .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e))
+    }
+}

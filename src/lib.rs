@@ -1,0 +1,54 @@
+//! # nano for Rust
+//!
+//! A game-server framework for real-time interactive systems (multiplayer games, chat, live
+//! collaboration), wire-compatible with the clients of nano and pomelo.
+//!
+//! Write game logic as a plain `impl` block annotated with [`component`]; every handler of a
+//! component runs on the component's scheduler, one at a time, so handlers take `&mut self`
+//! and need no locks.
+//!
+//! ```no_run
+//! use nano::prelude::*;
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Hello { name: String }
+//!
+//! struct Greeter;
+//!
+//! #[component]
+//! impl Greeter {
+//!     /// Route `Greeter.Hello`.
+//!     pub fn hello(&mut self, _s: &Session, req: Hello) -> Result<String> {
+//!         Ok(format!("hello, {}", req.name))
+//!     }
+//! }
+//!
+//! fn main() -> std::io::Result<()> {
+//!     nano::app().component(Greeter).tcp("127.0.0.1:3250").run()
+//! }
+//! ```
+//!
+//! The crates behind the facade: `nano-core` (codec, sessions, groups, components,
+//! schedulers, pipeline, serializers; no sockets), `nano-macros` (`#[component]`) and
+//! `nano-net` (TCP/WebSocket/TLS server, per-connection agent, Rust client).
+
+pub use bytes::Bytes;
+pub use nano_core::component::{self, Context, HandlerInfo};
+pub use nano_core::protocol;
+pub use nano_core::testing;
+pub use nano_core::{
+    Component, Decode, Encode, Engine, EngineBuilder, Envelope, Error, Group, Json, Link,
+    Pipeline, Protobuf, Result, Scheduler, Serializer, Session, TimerId,
+};
+pub use nano_macros::component;
+pub use nano_net::*;
+
+#[doc(hidden)]
+pub use nano_core::private as __private;
+
+/// The imports most applications need: `use nano::prelude::*;`.
+pub mod prelude {
+    pub use crate::{component, Context, Error, Group, Json, Protobuf, Result, Session};
+    pub use bytes::Bytes;
+    pub use serde::{Deserialize, Serialize};
+}
