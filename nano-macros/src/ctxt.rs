@@ -35,11 +35,6 @@ impl Ctxt {
             .push(err);
     }
 
-    /// Whether any error has been recorded so far.
-    pub fn has_errors(&self) -> bool {
-        self.errors.borrow().as_ref().is_some_and(|e| !e.is_empty())
-    }
-
     /// Consumes the context; all recorded errors are combined into one.
     pub fn check(self) -> Result<(), syn::Error> {
         let errors = self.errors.borrow_mut().take().expect("Ctxt checked twice");
@@ -69,10 +64,8 @@ mod tests {
     #[test]
     fn combines_in_order() {
         let cx = Ctxt::new();
-        assert!(!cx.has_errors());
         cx.error_spanned_by(quote::quote!(a), "first");
         cx.error_spanned_by(quote::quote!(b), "second");
-        assert!(cx.has_errors());
         let err = cx.check().unwrap_err();
         let msgs: Vec<String> = err.into_iter().map(|e| e.to_string()).collect();
         assert_eq!(msgs, ["first", "second"]);

@@ -69,7 +69,8 @@ pub fn generate(component: &Component) -> TokenStream {
     let self_ty = &component.original.self_ty;
     let name = component.name.as_deref().unwrap_or_default();
 
-    let serializer = serializer(component, private);
+    let (serializer, ser_span) = serializer(component, private);
+    let call_signature = call_signature(private, ser_span);
     let session_checks = session_checks(component, private);
 
     let infos = component.handlers.iter().map(|h| {
@@ -144,13 +145,7 @@ pub fn generate(component: &Component) -> TokenStream {
             }
 
             #[allow(unused_variables)]
-            fn call<'a>(
-                &'a mut self,
-                index: usize,
-                session: &'a #private::Session<<Self as #private::Component>::Serializer>,
-                payload: #private::BoxedPayload,
-                reply: #private::Responder<'a, <Self as #private::Component>::Serializer>,
-            ) -> #private::Call<'a> {
+            #call_signature {
                 #session_checks
                 match index {
                     #(#call_arms)*
@@ -170,16 +165,34 @@ pub fn generate(component: &Component) -> TokenStream {
 }
 
 /// `type Serializer = ...`: the override, else the first handler's session type's serializer,
-/// else JSON.
-fn serializer(component: &Component, private: &TokenStream) -> TokenStream {
+/// else JSON; and the span to give every use of `Self::Serializer`. When the serializer comes
+/// from a session type, that is the span of the session type: if it is not a `Session`, every
+/// resulting error lands (and is deduplicated) on it instead of on the attribute.
+fn serializer(component: &Component, private: &TokenStream) -> (TokenStream, Span) {
     if let Some((_, path)) = &component.attrs.serializer {
-        return path.to_token_stream();
+        return (path.to_token_stream(), Span::call_site());
     }
     match component.handlers.iter().find_map(Handler::session) {
         Some(session) => {
-            quote_spanned!(session.span()=> <#session as #private::SessionType>::Serializer)
+            let span = session.span();
+            let ty = quote_spanned!(span=> <#session as #private::SessionType>::Serializer);
+            (ty, span)
         }
-        None => quote!(#private::Json),
+        None => (quote!(#private::Json), Span::call_site()),
+    }
+}
+
+/// `fn call(...)`, spanned where a failure to resolve `Self::Serializer` should be reported
+/// (see [`serializer`]): every part of it mentions the serializer.
+fn call_signature(private: &TokenStream, span: Span) -> TokenStream {
+    quote_spanned! {span=>
+        fn call<'a>(
+            &'a mut self,
+            index: usize,
+            session: &'a #private::Session<<Self as #private::Component>::Serializer>,
+            payload: #private::BoxedPayload,
+            reply: #private::Responder<'a, <Self as #private::Component>::Serializer>,
+        ) -> #private::Call<'a>
     }
 }
 
@@ -219,19 +232,29 @@ fn call_arm(private: &TokenStream, index: usize, h: &Handler) -> TokenStream {
             };
         }
     });
+    // A session of the wrong serializer is reported by `session_checks`; spanning the argument
+    // on the handler's session type keeps the resulting type mismatch on the user's code too.
+    let session = match h.session() {
+        Some(ty) => quote_spanned!(ty.span()=> session),
+        None => quote!(session),
+    };
     let args = if h.payload().is_some() {
-        quote!(self, session, payload)
+        quote!(self, #session, payload)
     } else {
-        quote!(self, session)
+        quote!(self, #session)
+    };
+    // Spanned on the response type, so that an unsatisfied `Encode<S>` (or `E: Into<Error>`)
+    // bound is reported there: rustc points at the argument that fixed the type parameter.
+    let reply_span = match h.reply().expect("validated return type") {
+        Reply::Unit => h.original.sig.output.span(),
+        Reply::Raw(ty) | Reply::Typed(ty) => ty.span(),
     };
     let reply_fn = match h.reply().expect("validated return type") {
-        Reply::Unit => {
-            let span = h.original.sig.output.span();
-            quote_spanned!(span=> #private::reply_unit)
-        }
-        Reply::Raw(ty) => quote_spanned!(ty.span()=> #private::reply_raw),
-        Reply::Typed(ty) => quote_spanned!(ty.span()=> #private::reply_typed),
+        Reply::Unit => quote_spanned!(reply_span=> #private::reply_unit),
+        Reply::Raw(_) => quote_spanned!(reply_span=> #private::reply_raw),
+        Reply::Typed(_) => quote_spanned!(reply_span=> #private::reply_typed),
     };
+    let send = quote_spanned!(reply_span=> #reply_fn(reply, result););
     if h.is_async() {
         let pending = quote_spanned!(method.span()=> #private::Call::Pending);
         quote! {
@@ -239,7 +262,7 @@ fn call_arm(private: &TokenStream, index: usize, h: &Handler) -> TokenStream {
                 #take
                 #pending(::std::boxed::Box::pin(async move {
                     let result = Self::#method(#args).await;
-                    #reply_fn(reply, result);
+                    #send
                 }))
             }
         }
@@ -248,7 +271,7 @@ fn call_arm(private: &TokenStream, index: usize, h: &Handler) -> TokenStream {
             #index => {
                 #take
                 let result = Self::#method(#args);
-                #reply_fn(reply, result);
+                #send
                 #private::Call::Done
             }
         }
@@ -266,13 +289,8 @@ fn stub(component: &Component) -> TokenStream {
         component.name.as_deref().unwrap_or_default(),
         Span::call_site(),
     );
-    let serializer = match &component.attrs.serializer {
-        Some((_, path)) => path.to_token_stream(),
-        None => match component.handlers.first().and_then(Handler::session) {
-            Some(session) => quote!(<#session as #private::SessionType>::Serializer),
-            None => quote!(#private::Json),
-        },
-    };
+    let (serializer, ser_span) = serializer(component, private);
+    let call_signature = call_signature(private, ser_span);
     quote! {
         impl #private::Component for #self_ty {
             type Serializer = #serializer;
@@ -289,13 +307,8 @@ fn stub(component: &Component) -> TokenStream {
                 ))
             }
 
-            fn call<'a>(
-                &'a mut self,
-                index: usize,
-                _session: &'a #private::Session<<Self as #private::Component>::Serializer>,
-                _payload: #private::BoxedPayload,
-                reply: #private::Responder<'a, <Self as #private::Component>::Serializer>,
-            ) -> #private::Call<'a> {
+            #[allow(unused_variables)]
+            #call_signature {
                 #private::reply_error(
                     reply,
                     #private::bad_index(<Self as #private::Component>::NAME, index),
@@ -339,7 +352,7 @@ mod tests {
             "route : \"Room.Upload\" , has_payload : true , raw_payload : true",
             "route : \"Room.Ping\" , has_payload : false",
             "route : \"Room.Load\" , has_payload : true , raw_payload : false , is_async : true",
-            "0 => :: nano :: __private :: decode_typed :: < < Self as :: nano :: __private :: Component > :: Serializer , JoinRequest > (payload)",
+            "0 => :: nano :: __private :: decode_typed :: << Self as :: nano :: __private :: Component > :: Serializer , JoinRequest > (payload)",
             "1 => :: nano :: __private :: decode_raw :: < Bytes > (payload)",
             "2 => :: nano :: __private :: decode_none (payload)",
             "let result = Self :: join (self , session , payload) ; :: nano :: __private :: reply_typed (reply , result)",
@@ -348,7 +361,7 @@ mod tests {
             ":: nano :: __private :: Call :: Pending (:: std :: boxed :: Box :: pin (async move { let result = Self :: load (self , session , payload) . await ;",
             "fn init (& mut self , ctx : & :: nano :: __private :: Context < Self >) { Self :: init (self , ctx) }",
             // Handlers after the first are checked against the first one's serializer.
-            "let _ : fn () = :: nano :: __private :: same_session :: < Session , :: nano :: __private :: Session < < Self as :: nano :: __private :: Component > :: Serializer > , >",
+            "let _ : fn () = :: nano :: __private :: same_session :: < Session , :: nano :: __private :: Session << Self as :: nano :: __private :: Component > :: Serializer > , >",
         ] {
             assert!(out.contains(expected), "missing `{expected}` in\n{out}");
         }

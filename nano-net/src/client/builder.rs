@@ -1,0 +1,268 @@
+//! [`ClientBuilder`]: options, connecting (TCP, TLS, WebSocket) and the nano handshake.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use nano_core::protocol::{PacketCodec, MAX_BODY_LEN};
+use nano_core::{Json, Serializer};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+use super::conn::{self, BoxIo, Inner, ReadHalf, WriteHalf};
+use super::{ws, Client, ClientError};
+
+/// Default [`request_timeout`](ClientBuilder::request_timeout).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default [`server_name`](ClientBuilder::server_name).
+pub const DEFAULT_SERVER_NAME: &str = "localhost";
+
+/// `sys.version` of our handshake.
+const CLIENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Options of a [`Client`], then [`connect_tcp`](Self::connect_tcp) or
+/// [`connect_ws`](Self::connect_ws).
+///
+/// `S` is the application's serializer ([`Json`] by default): it encodes request and notify
+/// payloads and decodes responses and error responses.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use nano_net::client::Client;
+///
+/// # async fn run() -> Result<(), nano_net::client::ClientError> {
+/// let client: Client = Client::builder()
+///     .request_timeout(Duration::from_secs(3))
+///     .handshake_user(serde_json::json!({"token": "abc"}))
+///     .connect_tcp("127.0.0.1:3250")
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct ClientBuilder<S = Json> {
+    request_timeout: Duration,
+    heartbeat: bool,
+    user: serde_json::Value,
+    max_packet_size: usize,
+    root_cert_der: Option<Vec<u8>>,
+    server_name: String,
+    _serializer: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for ClientBuilder<S> {
+    fn clone(&self) -> Self {
+        ClientBuilder {
+            request_timeout: self.request_timeout,
+            heartbeat: self.heartbeat,
+            user: self.user.clone(),
+            max_packet_size: self.max_packet_size,
+            root_cert_der: self.root_cert_der.clone(),
+            server_name: self.server_name.clone(),
+            _serializer: PhantomData,
+        }
+    }
+}
+
+impl<S> fmt::Debug for ClientBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("request_timeout", &self.request_timeout)
+            .field("heartbeat", &self.heartbeat)
+            .field("user", &self.user)
+            .field("max_packet_size", &self.max_packet_size)
+            .field("tls", &self.root_cert_der.is_some())
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl<S: Serializer> Default for ClientBuilder<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: Serializer> ClientBuilder<S> {
+    /// A builder with the defaults: 10 s request timeout, heartbeats on, `user` = `{}`,
+    /// packet limit [`MAX_BODY_LEN`], no TLS, server name `localhost`.
+    #[must_use]
+    pub fn new() -> Self {
+        ClientBuilder {
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            heartbeat: true,
+            user: serde_json::Value::Object(serde_json::Map::new()),
+            max_packet_size: MAX_BODY_LEN,
+            root_cert_der: None,
+            server_name: DEFAULT_SERVER_NAME.to_owned(),
+            _serializer: PhantomData,
+        }
+    }
+
+    /// How long a request waits for its response before failing with
+    /// [`ClientError::Timeout`] (default 10 s). Also bounds connecting and the handshake.
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Whether to send heartbeats at the interval the server announced (default `true`).
+    ///
+    /// With heartbeats on, the client also closes the connection when the server has been
+    /// silent for twice the interval. Turning them off lets a test provoke the server's
+    /// heartbeat timeout.
+    #[must_use]
+    pub fn heartbeat(mut self, on: bool) -> Self {
+        self.heartbeat = on;
+        self
+    }
+
+    /// The `user` field of the handshake (application data a server-side validator may
+    /// inspect). Default `{}`.
+    #[must_use]
+    pub fn handshake_user(mut self, user: serde_json::Value) -> Self {
+        self.user = user;
+        self
+    }
+
+    /// Largest packet body accepted from the server, and sent by
+    /// [`request`](Client::request)/[`notify`](Client::notify) (default and maximum
+    /// [`MAX_BODY_LEN`], 16 MiB − 1). A larger packet from the server ends the connection.
+    #[must_use]
+    pub fn max_packet_size(mut self, n: usize) -> Self {
+        self.max_packet_size = n.min(MAX_BODY_LEN);
+        self
+    }
+
+    /// Trusts this DER-encoded certificate (for example a self-signed one) and enables TLS:
+    /// [`connect_tcp`](Self::connect_tcp) then speaks TLS, and `wss://` URLs use it.
+    #[must_use]
+    pub fn tls_root_cert_der(mut self, der: Vec<u8>) -> Self {
+        self.root_cert_der = Some(der);
+        self
+    }
+
+    /// The name sent as TLS SNI and checked against the server's certificate (default
+    /// `localhost`).
+    #[must_use]
+    pub fn server_name(mut self, name: &str) -> Self {
+        name.clone_into(&mut self.server_name);
+        self
+    }
+
+    /// Connects over TCP (TLS when a root certificate was given), performs the nano
+    /// handshake and starts the connection.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Io`] (connect), [`ClientError::Tls`], [`ClientError::Handshake`]
+    /// (refused), [`ClientError::Protocol`] (bad answer), [`ClientError::Closed`] (the server
+    /// hung up), [`ClientError::Timeout`] (no answer within the request timeout).
+    pub async fn connect_tcp(self, addr: impl ToSocketAddrs) -> Result<Client<S>, ClientError> {
+        let timeout = self.request_timeout;
+        tokio::time::timeout(timeout, self.connect_tcp_inner(addr))
+            .await
+            .map_err(|_| ClientError::Timeout)?
+    }
+
+    /// Connects to a `ws://host:port/path` or `wss://…` URL (`wss` needs
+    /// [`tls_root_cert_der`](Self::tls_root_cert_der)), performs the nano handshake and
+    /// starts the connection.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect_tcp`](Self::connect_tcp), plus [`ClientError::WebSocket`] for a bad URL
+    /// or a failed HTTP upgrade.
+    pub async fn connect_ws(self, url: &str) -> Result<Client<S>, ClientError> {
+        let timeout = self.request_timeout;
+        tokio::time::timeout(timeout, self.connect_ws_inner(url))
+            .await
+            .map_err(|_| ClientError::Timeout)?
+    }
+
+    async fn connect_tcp_inner(self, addr: impl ToSocketAddrs) -> Result<Client<S>, ClientError> {
+        let tcp = TcpStream::connect(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        let (r, w) = if self.root_cert_der.is_some() {
+            let tls = self.tls_connect(tcp).await?;
+            let (r, w) = tokio::io::split(tls);
+            (ReadHalf::Io(Box::new(r)), WriteHalf::Io(Box::new(w)))
+        } else {
+            let (r, w) = tcp.into_split();
+            (ReadHalf::Io(Box::new(r)), WriteHalf::Io(Box::new(w)))
+        };
+        self.start(r, w, "rust-tcp").await
+    }
+
+    async fn connect_ws_inner(self, url: &str) -> Result<Client<S>, ClientError> {
+        let target = ws::parse_url(url)?;
+        let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        let _ = tcp.set_nodelay(true);
+        let stream: BoxIo = if target.tls {
+            if self.root_cert_der.is_none() {
+                return Err(ClientError::Tls(
+                    "wss:// needs a trusted certificate (ClientBuilder::tls_root_cert_der)".into(),
+                ));
+            }
+            Box::new(self.tls_connect(tcp).await?)
+        } else {
+            Box::new(tcp)
+        };
+        let (r, w) = ws::upgrade(url, stream).await?;
+        self.start(r, w, "rust-websocket").await
+    }
+
+    /// TLS client handshake over `tcp`, trusting only the configured certificate.
+    async fn tls_connect(
+        &self,
+        tcp: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
+        let der = self
+            .root_cert_der
+            .clone()
+            .ok_or_else(|| ClientError::Tls("no trusted certificate configured".into()))?;
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(der))
+            .map_err(|e| ClientError::Tls(format!("bad trusted certificate: {e}")))?;
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = ServerName::try_from(self.server_name.clone()).map_err(|e| {
+            ClientError::Tls(format!("bad server name {:?}: {e}", self.server_name))
+        })?;
+        TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| ClientError::Tls(e.to_string()))
+    }
+
+    /// The nano handshake, then the background tasks.
+    async fn start(
+        self,
+        mut r: ReadHalf,
+        mut w: WriteHalf,
+        client_type: &str,
+    ) -> Result<Client<S>, ClientError> {
+        let request = serde_json::json!({
+            "sys": {"version": CLIENT_VERSION, "type": client_type},
+            "user": self.user,
+        });
+        let mut codec = PacketCodec::new(self.max_packet_size);
+        let mut buf = BytesMut::with_capacity(4096);
+        let info = conn::handshake(&mut r, &mut w, &mut codec, &mut buf, &request).await?;
+        let (inner, rx) = Inner::new(info, self.request_timeout, self.max_packet_size);
+        inner.spawn_tasks(r, w, rx, codec, buf, self.heartbeat);
+        Ok(Client::from_inner(inner))
+    }
+}
