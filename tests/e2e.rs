@@ -343,7 +343,7 @@ async fn oversized_header_is_refused_before_the_body() {
         let mut raw = Raw::open(&server, via).await;
         raw.handshake().await;
         // Only the header: the server must not wait for 16 MiB before refusing.
-        raw.send(&[0x04, 0x00, 0x10, 0x00]).await;
+        raw.send(&[0x04, 0x10, 0x00, 0x00]).await; // 1 MiB announced
         raw.until_closed().await;
     }
 }
@@ -396,6 +396,9 @@ async fn a_client_that_never_reads_is_disconnected() {
     for via in BOTH {
         let mut raw = Raw::open(&server, via).await;
         raw.handshake().await;
+        // Once this is answered the session is registered.
+        raw.send(&request_packet(9, "Lobby.Echo", b"0", None)).await;
+        timeout(T, raw.packet()).await.unwrap().unwrap();
         let before = server.sessions();
         // 4000 pushes of 16 KiB = 64 MiB: far more than socket buffers and the queue hold.
         raw.send(&request_packet(1, "Lobby.Flood", b"4000", None)).await;

@@ -5,7 +5,7 @@
 //! every call whose trait bounds depend on a user type (`Decode`, `Encode`, `SessionType`) is
 //! spanned on that type, so an unsatisfied bound is reported on the user's code.
 
-use proc_macro2::{Literal, Span, TokenStream};
+use proc_macro2::{Group, Literal, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{Item, LitStr};
@@ -70,7 +70,6 @@ pub fn generate(component: &Component) -> TokenStream {
     let name = component.name.as_deref().unwrap_or_default();
 
     let (serializer, ser_span) = serializer(component, private);
-    let call_signature = call_signature(private, ser_span);
     let session_checks = session_checks(component, private);
 
     let infos = component.handlers.iter().map(|h| {
@@ -114,6 +113,24 @@ pub fn generate(component: &Component) -> TokenStream {
         .enumerate()
         .map(|(index, h)| call_arm(private, index, h));
 
+    let call_fn = call_fn(
+        private,
+        ser_span,
+        quote! {
+            #session_checks
+            match index {
+                #(#call_arms)*
+                _ => {
+                    #private::reply_error(
+                        reply,
+                        #private::bad_index(<Self as #private::Component>::NAME, index),
+                    );
+                    #private::Call::Done
+                }
+            }
+        },
+    );
+
     let hooks = component.hooks.iter().map(|hook| {
         let method = &hook.original.sig.ident;
         let trait_method = syn::Ident::new(hook.kind.name(), Span::call_site());
@@ -144,20 +161,7 @@ pub fn generate(component: &Component) -> TokenStream {
                 }
             }
 
-            #[allow(unused_variables)]
-            #call_signature {
-                #session_checks
-                match index {
-                    #(#call_arms)*
-                    _ => {
-                        #private::reply_error(
-                            reply,
-                            #private::bad_index(<Self as #private::Component>::NAME, index),
-                        );
-                        #private::Call::Done
-                    }
-                }
-            }
+            #call_fn
 
             #(#hooks)*
         }
@@ -182,18 +186,41 @@ fn serializer(component: &Component, private: &TokenStream) -> (TokenStream, Spa
     }
 }
 
-/// `fn call(...)`, spanned where a failure to resolve `Self::Serializer` should be reported
-/// (see [`serializer`]): every part of it mentions the serializer.
-fn call_signature(private: &TokenStream, span: Span) -> TokenStream {
+/// `fn call(...) { body }`, spanned (all but the body's contents) where a failure to resolve
+/// `Self::Serializer` should be reported, see [`serializer`]: rustc reports it for the whole
+/// item and for each parameter type.
+fn call_fn(private: &TokenStream, span: Span, body: TokenStream) -> TokenStream {
+    let private = respan(private.clone(), span);
     quote_spanned! {span=>
+        #[allow(unused_variables)]
         fn call<'a>(
             &'a mut self,
             index: usize,
             session: &'a #private::Session<<Self as #private::Component>::Serializer>,
             payload: #private::BoxedPayload,
             reply: #private::Responder<'a, <Self as #private::Component>::Serializer>,
-        ) -> #private::Call<'a>
+        ) -> #private::Call<'a> {
+            #body
+        }
     }
+}
+
+/// Gives every token of `tokens` the span `span` (a type path starting with call-site tokens
+/// would otherwise be reported at the attribute).
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tt| {
+            if let TokenTree::Group(g) = &tt {
+                let mut group = Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                tt = TokenTree::Group(group);
+            } else {
+                tt.set_span(span);
+            }
+            tt
+        })
+        .collect()
 }
 
 /// Every handler's session type must be `Session<Self::Serializer>` (the first handler's is by
@@ -290,7 +317,17 @@ fn stub(component: &Component) -> TokenStream {
         Span::call_site(),
     );
     let (serializer, ser_span) = serializer(component, private);
-    let call_signature = call_signature(private, ser_span);
+    let call_fn = call_fn(
+        private,
+        ser_span,
+        quote! {
+            #private::reply_error(
+                reply,
+                #private::bad_index(<Self as #private::Component>::NAME, index),
+            );
+            #private::Call::Done
+        },
+    );
     quote! {
         impl #private::Component for #self_ty {
             type Serializer = #serializer;
@@ -307,14 +344,7 @@ fn stub(component: &Component) -> TokenStream {
                 ))
             }
 
-            #[allow(unused_variables)]
-            #call_signature {
-                #private::reply_error(
-                    reply,
-                    #private::bad_index(<Self as #private::Component>::NAME, index),
-                );
-                #private::Call::Done
-            }
+            #call_fn
         }
     }
 }
