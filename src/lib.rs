@@ -37,8 +37,8 @@ pub use nano_core::component::{self, Context, HandlerInfo};
 pub use nano_core::protocol;
 pub use nano_core::testing;
 pub use nano_core::{
-    Component, Decode, Encode, Engine, EngineBuilder, Envelope, Error, Group, Json, Link,
-    Pipeline, Protobuf, Result, Scheduler, Serializer, Session, TimerId,
+    Component, Decode, Encode, Engine, EngineBuilder, Envelope, Error, Group, Json, Link, Pipeline,
+    Protobuf, Result, Scheduler, Serializer, Session, TimerId,
 };
 pub use nano_macros::component;
 pub use nano_net::*;

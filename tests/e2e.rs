@@ -112,8 +112,14 @@ async fn handshake_request_notify_and_push() {
         assert_eq!(hs.serializer.as_deref(), Some("json"));
         assert_eq!(hs.heartbeat, Some(Duration::from_secs(30)));
         let dict = hs.dict.as_ref().expect("dict offered");
-        assert_eq!(dict.code("Lobby.Echo"), server.engine().dictionary().code("Lobby.Echo"));
-        let v: Value = c.request("Lobby.Echo", &json!({"a": [1, 2]})).await.unwrap();
+        assert_eq!(
+            dict.code("Lobby.Echo"),
+            server.engine().dictionary().code("Lobby.Echo")
+        );
+        let v: Value = c
+            .request("Lobby.Echo", &json!({"a": [1, 2]}))
+            .await
+            .unwrap();
         assert_eq!(v, json!({"a": [1, 2]}), "{via:?}");
         let mut pushes = c.on("onPush");
         c.notify("Lobby.PushMe", &json!("ping")).await.unwrap();
@@ -133,7 +139,11 @@ async fn error_responses_for_every_failure() {
         };
         assert_eq!(code(c.request("Lobby.Nope", &json!({})).await), "NANO-404");
         assert_eq!(
-            code(c.request_raw("Lobby.Echo", b"{oops").await.map(|_| Value::Null)),
+            code(
+                c.request_raw("Lobby.Echo", b"{oops")
+                    .await
+                    .map(|_| Value::Null)
+            ),
             "NANO-400"
         );
         assert_eq!(code(c.request("Lobby.Fail", &json!({})).await), "GAME-1");
@@ -154,7 +164,11 @@ async fn broadcast_reaches_a_hundred_clients() {
         let rx = c.on("onShout");
         clients.push((c, rx));
     }
-    clients[0].0.notify("Lobby.Shout", &json!({"hi": 1})).await.unwrap();
+    clients[0]
+        .0
+        .notify("Lobby.Shout", &json!({"hi": 1}))
+        .await
+        .unwrap();
     for (_, rx) in clients.iter_mut() {
         let p = timeout(T, rx.recv()).await.unwrap().unwrap();
         assert_eq!(&p[..], br#"{"hi":1}"#);
@@ -167,7 +181,7 @@ async fn broadcast_reaches_a_hundred_clients() {
 enum Raw {
     Tcp(TcpStream, BytesMut),
     Ws(
-        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+        Box<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>>,
         BytesMut,
     ),
 }
@@ -184,7 +198,7 @@ impl Raw {
             Via::Ws => {
                 let url = format!("ws://{}/nano", server.addr(Transport::WebSocket).unwrap());
                 let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-                Raw::Ws(ws, BytesMut::new())
+                Raw::Ws(Box::new(ws), BytesMut::new())
             }
         }
     }
@@ -229,8 +243,12 @@ impl Raw {
         self.send(&hs.encode().unwrap()).await;
         let p = timeout(T, self.packet()).await.unwrap().unwrap();
         assert_eq!(p.kind, PacketType::Handshake);
-        self.send(&Packet::new(PacketType::HandshakeAck, Bytes::new()).encode().unwrap())
-            .await;
+        self.send(
+            &Packet::new(PacketType::HandshakeAck, Bytes::new())
+                .encode()
+                .unwrap(),
+        )
+        .await;
         serde_json::from_slice(&p.body).unwrap()
     }
 
@@ -244,7 +262,12 @@ impl Raw {
     }
 }
 
-fn request_packet(id: u64, route: &str, payload: &[u8], dict: Option<&nano::protocol::Dictionary>) -> Bytes {
+fn request_packet(
+    id: u64,
+    route: &str,
+    payload: &[u8],
+    dict: Option<&nano::protocol::Dictionary>,
+) -> Bytes {
     let mut w = DataPacketWriter::request(id, route, dict).unwrap();
     w.payload_mut().extend_from_slice(payload);
     w.finish(64 * 1024).unwrap()
@@ -258,7 +281,12 @@ async fn a_hundred_pipelined_requests_in_one_write_are_all_answered_in_order() {
         raw.handshake().await;
         let mut batch = Vec::new();
         for id in 1..=100u64 {
-            batch.extend_from_slice(&request_packet(id, "Lobby.Echo", id.to_string().as_bytes(), None));
+            batch.extend_from_slice(&request_packet(
+                id,
+                "Lobby.Echo",
+                id.to_string().as_bytes(),
+                None,
+            ));
         }
         raw.send(&batch).await;
         for id in 1..=100u64 {
@@ -331,7 +359,11 @@ async fn every_invalid_vector_closes_only_its_own_connection() {
                 "{via:?} {name}: no data answered a malformed packet"
             );
             let ok: Value = bystander.request("Lobby.Echo", &json!(name)).await.unwrap();
-            assert_eq!(ok, json!(name), "{via:?}: others are still served after {name}");
+            assert_eq!(
+                ok,
+                json!(name),
+                "{via:?}: others are still served after {name}"
+            );
         }
     }
 }
@@ -360,7 +392,10 @@ async fn handshake_timeout_and_data_before_ack_close_the_connection() {
         let mut raw = Raw::open(&server, via).await;
         raw.send(&request_packet(1, "Lobby.Echo", b"1", None)).await;
         let seen = raw.until_closed().await;
-        assert!(seen.is_empty(), "{via:?}: data before the handshake is refused");
+        assert!(
+            seen.is_empty(),
+            "{via:?}: data before the handshake is refused"
+        );
     }
 }
 
@@ -370,10 +405,17 @@ async fn a_silent_client_is_kicked_after_two_heartbeats() {
     for via in BOTH {
         let builder = Client::<Json>::builder().heartbeat(false);
         let c = match via {
-            Via::Tcp => builder.connect_tcp(server.addr(Transport::Tcp).unwrap()).await,
+            Via::Tcp => {
+                builder
+                    .connect_tcp(server.addr(Transport::Tcp).unwrap())
+                    .await
+            }
             Via::Ws => {
                 builder
-                    .connect_ws(&format!("ws://{}/nano", server.addr(Transport::WebSocket).unwrap()))
+                    .connect_ws(&format!(
+                        "ws://{}/nano",
+                        server.addr(Transport::WebSocket).unwrap()
+                    ))
                     .await
             }
         }
@@ -401,10 +443,14 @@ async fn a_client_that_never_reads_is_disconnected() {
         timeout(T, raw.packet()).await.unwrap().unwrap();
         let before = server.sessions();
         // 4000 pushes of 16 KiB = 64 MiB: far more than socket buffers and the queue hold.
-        raw.send(&request_packet(1, "Lobby.Flood", b"4000", None)).await;
+        raw.send(&request_packet(1, "Lobby.Flood", b"4000", None))
+            .await;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while server.sessions() >= before {
-            assert!(std::time::Instant::now() < deadline, "{via:?}: not disconnected");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{via:?}: not disconnected"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         drop(raw);
@@ -455,7 +501,9 @@ async fn graceful_shutdown_kicks_every_client() {
         clients.push(connect(&server, if i % 2 == 0 { Via::Tcp } else { Via::Ws }).await);
     }
     let _ = closed.load(Ordering::SeqCst);
-    timeout(T, server.shutdown()).await.expect("bounded shutdown");
+    timeout(T, server.shutdown())
+        .await
+        .expect("bounded shutdown");
     for c in &clients {
         let ev = timeout(T, c.closed()).await.unwrap();
         assert!(matches!(ev, ClientEvent::Kicked { .. }), "{ev:?}");
@@ -465,14 +513,17 @@ async fn graceful_shutdown_kicks_every_client() {
 #[tokio::test]
 async fn plain_http_and_origin_check_on_the_websocket_port() {
     let server = server_with(|a| {
-        a.allowed_origins(["http://good.example"]).http_handler(|req| {
-            (req.path == "/hello").then(|| nano::HttpResponse::ok("text/plain", "hi there"))
-        })
+        a.allowed_origins(["http://good.example"])
+            .http_handler(|req| {
+                (req.path == "/hello").then(|| nano::HttpResponse::ok("text/plain", "hi there"))
+            })
     })
     .await;
     let addr = server.addr(Transport::WebSocket).unwrap();
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
@@ -480,9 +531,14 @@ async fn plain_http_and_origin_check_on_the_websocket_port() {
 
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut req = format!("ws://{addr}/nano").into_client_request().unwrap();
-    req.headers_mut().insert("Origin", "http://evil.example".parse().unwrap());
-    assert!(tokio_tungstenite::connect_async(req).await.is_err(), "bad origin refused");
+    req.headers_mut()
+        .insert("Origin", "http://evil.example".parse().unwrap());
+    assert!(
+        tokio_tungstenite::connect_async(req).await.is_err(),
+        "bad origin refused"
+    );
     let mut req = format!("ws://{addr}/nano").into_client_request().unwrap();
-    req.headers_mut().insert("Origin", "http://good.example".parse().unwrap());
+    req.headers_mut()
+        .insert("Origin", "http://good.example".parse().unwrap());
     assert!(tokio_tungstenite::connect_async(req).await.is_ok());
 }

@@ -113,8 +113,15 @@ async fn timers_fire_in_order_and_cancel_works() {
     assert_eq!(v["fired"], json!(["a", "b", "c"]));
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let v: Value = c.request("Clock.State", &()).await.unwrap();
-    assert_eq!(v["ticks"], 3, "the periodic timer stopped after it cancelled itself");
-    assert_eq!(v["fired"], json!(["a", "b", "c"]), "the cancelled timer never fired");
+    assert_eq!(
+        v["ticks"], 3,
+        "the periodic timer stopped after it cancelled itself"
+    );
+    assert_eq!(
+        v["fired"],
+        json!(["a", "b", "c"]),
+        "the cancelled timer never fired"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -166,7 +173,10 @@ async fn panicking_handler_gets_an_error_response_and_the_next_message_is_handle
     let c = h.connect();
     let e = c.request::<_, Value>("Calc.Boom", &()).await.unwrap_err();
     assert_eq!(e.code(), "NANO-500");
-    let e = c.request::<_, Value>("Calc.BoomLater", &()).await.unwrap_err();
+    let e = c
+        .request::<_, Value>("Calc.BoomLater", &())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), "NANO-500");
     let r: Num = c.request("Calc.Double", &Num { n: 21 }).await.unwrap();
     assert_eq!(r.n, 42);
@@ -182,7 +192,10 @@ async fn every_failure_is_answered_with_a_coded_error() {
     let e = c.request::<_, Value>("Calc.Nope", &()).await.unwrap_err();
     assert_eq!(e.code(), "NANO-404");
     assert!(e.message().contains("Calc.Nope"));
-    let e = c.request_raw("Calc.Double", b"{not json").await.unwrap_err();
+    let e = c
+        .request_raw("Calc.Double", b"{not json")
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), "NANO-400");
     let e = c.request::<_, Value>("Calc.Refuse", &()).await.unwrap_err();
     assert_eq!(e.code(), "GAME-7");
@@ -191,7 +204,11 @@ async fn every_failure_is_answered_with_a_coded_error() {
     // A notify never gets a response, even when its handler fails.
     c.notify("Calc.NotifyFails", &json!({})).await.unwrap();
     let _: u32 = c.request("Calc.Calls", &()).await.unwrap();
-    assert_eq!(c.responses().len(), 4, "one response per request, none for the notify");
+    assert_eq!(
+        c.responses().len(),
+        4,
+        "one response per request, none for the notify"
+    );
     let ids: Vec<u64> = c.responses().iter().map(|r| r.id).collect();
     assert_eq!(ids, vec![1, 2, 3, 4]);
 }
@@ -225,7 +242,11 @@ async fn broadcast_to_a_thousand_members_serializes_once_and_shares_one_buffer()
     for c in &clients {
         let p = c.packets();
         assert_eq!(p.len(), 1);
-        assert_eq!(p[0].as_ptr(), first.as_ptr(), "the same encoded bytes for everyone");
+        assert_eq!(
+            p[0].as_ptr(),
+            first.as_ptr(),
+            "the same encoded bytes for everyone"
+        );
         assert_eq!(c.pushes()[0].route, "onNews");
         assert_eq!(c.push_as::<String>(0).unwrap(), "hello");
     }
@@ -254,9 +275,15 @@ async fn groups_track_members_and_survive_full_or_closed_members() {
     assert_eq!(g.count(), 3, "a closed session leaves its groups");
     g.broadcast("onMsg", &json!({"x": 1})).unwrap();
     assert_eq!(a.pushes().len(), 1);
-    assert_eq!(b.pushes().len(), 1, "delivery continued past the full member");
-    g.multicast("onMsg", &json!({"x": 2}), |s| s.uid().as_deref() == Some("bob"))
-        .unwrap();
+    assert_eq!(
+        b.pushes().len(),
+        1,
+        "delivery continued past the full member"
+    );
+    g.multicast("onMsg", &json!({"x": 2}), |s| {
+        s.uid().as_deref() == Some("bob")
+    })
+    .unwrap();
     assert_eq!(a.pushes().len(), 1);
     assert_eq!(b.pushes().len(), 2);
     assert!(g.leave(b.session()));
@@ -309,7 +336,9 @@ impl Players {
     pub async fn profile(&mut self, s: &Session) -> Result<Value> {
         tokio::time::sleep(Duration::from_millis(5)).await;
         s.set("visits", s.get::<u32>("visits").unwrap_or(0) + 1);
-        Ok(json!({ "loaded": self.loaded, "closed": self.closed, "visits": s.get::<u32>("visits") }))
+        Ok(
+            json!({ "loaded": self.loaded, "closed": self.closed, "visits": s.get::<u32>("visits") }),
+        )
     }
 }
 
@@ -446,15 +475,15 @@ async fn components_on_their_own_schedulers_run_in_parallel() {
     .unwrap();
     let a = h.connect();
     let b = h.connect();
-    let (waited, released) = tokio::join!(
-        a.request::<_, bool>("Waiter.Wait", &()),
-        async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            b.request::<_, ()>("Releaser.Release", &()).await
-        }
-    );
+    let (waited, released) = tokio::join!(a.request::<_, bool>("Waiter.Wait", &()), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        b.request::<_, ()>("Releaser.Release", &()).await
+    });
     released.unwrap();
-    assert!(waited.unwrap(), "the releaser ran while the waiter was busy");
+    assert!(
+        waited.unwrap(),
+        "the releaser ran while the waiter was busy"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -493,10 +522,20 @@ async fn pipeline_sees_traffic_and_can_refuse_requests() {
     let c = h.connect();
     let v: Value = c.request("Echo.Echo", &json!("hi")).await.unwrap();
     assert_eq!(v, json!("hi"));
-    let e = c.request::<_, Value>("Echo.Echo", &json!("forbidden")).await.unwrap_err();
+    let e = c
+        .request::<_, Value>("Echo.Echo", &json!("forbidden"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), "NANO-403");
-    assert_eq!(inbound.load(Ordering::SeqCst), 1, "the refusing interceptor ran first");
-    assert!(outbound.load(Ordering::SeqCst) >= 4, "outbound saw the response payload");
+    assert_eq!(
+        inbound.load(Ordering::SeqCst),
+        1,
+        "the refusing interceptor ran first"
+    );
+    assert!(
+        outbound.load(Ordering::SeqCst) >= 4,
+        "outbound saw the response payload"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -514,12 +553,20 @@ async fn the_dictionary_is_stable_and_offered_in_the_handshake() {
         .component(Echo)
         .build()
         .unwrap();
-    let codes = |e: &nano::Engine| e.dictionary().iter().map(|(r, c)| (r.to_owned(), c)).collect::<Vec<_>>();
+    let codes = |e: &nano::Engine| {
+        e.dictionary()
+            .iter()
+            .map(|(r, c)| (r.to_owned(), c))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(codes(&a), codes(&b));
     assert!(a.dictionary().code("Echo.Echo").is_some());
     let sys = a.handshake_sys();
     assert_eq!(sys["serializer"], "json");
-    assert_eq!(sys["dict"]["Echo.Echo"], a.dictionary().code("Echo.Echo").unwrap());
+    assert_eq!(
+        sys["dict"]["Echo.Echo"],
+        a.dictionary().code("Echo.Echo").unwrap()
+    );
     let dup = EngineBuilder::new().component(Echo).component(Echo).build();
     assert!(dup.is_err(), "the same route twice is refused");
 }

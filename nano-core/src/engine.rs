@@ -75,6 +75,15 @@ struct Route<S> {
     make_job: MakeJob<S>,
 }
 
+/// A registered component before the engine is built: where it lives, its route table, and
+/// its monomorphized decode and job-making functions.
+type Pending<S> = (
+    Registration<S>,
+    &'static [crate::HandlerInfo],
+    Decoder,
+    MakeJob<S>,
+);
+
 /// Collects components and settings, then builds an [`Engine`].
 ///
 /// # Examples
@@ -89,7 +98,7 @@ struct Route<S> {
 /// assert_eq!(engine.dictionary().code("onMessage"), Some(1));
 /// ```
 pub struct EngineBuilder<S = Json> {
-    components: Vec<(Registration<S>, &'static [crate::HandlerInfo], Decoder, MakeJob<S>)>,
+    components: Vec<Pending<S>>,
     schedulers: Vec<PendingScheduler>,
     scheduler_names: HashMap<String, usize>,
     pipeline: Pipeline<S>,
@@ -381,7 +390,11 @@ impl<S: Serializer> Engine<S> {
     ///
     /// A [`DispatchError`] when the message is malformed or not one a client may send; the
     /// caller should close the connection.
-    pub async fn handle_data(&self, session: &Session<S>, body: Bytes) -> Result<(), DispatchError> {
+    pub async fn handle_data(
+        &self,
+        session: &Session<S>,
+        body: Bytes,
+    ) -> Result<(), DispatchError> {
         let msg = Message::decode(body, Some(&self.inner.dict))?;
         self.dispatch(session, msg).await
     }
@@ -422,7 +435,11 @@ impl<S: Serializer> Engine<S> {
         };
         let Some(route) = found.map(|&i| &self.inner.routes[i]) else {
             tracing::debug!(session = session.id(), route = route_str, "route not found");
-            Self::fail(session, id, Error::not_found(format!("route not found: {route_str}")));
+            Self::fail(
+                session,
+                id,
+                Error::not_found(format!("route not found: {route_str}")),
+            );
             return Ok(());
         };
         let payload = match (route.decode)(route.index, msg.payload) {
@@ -503,7 +520,13 @@ fn handler_panicked<S: Serializer>(
     panic: &(dyn std::any::Any + Send),
 ) {
     let msg = panic_message(panic);
-    tracing::error!(component, handler = index, session = session.id(), panic = msg, "handler panicked");
+    tracing::error!(
+        component,
+        handler = index,
+        session = session.id(),
+        panic = msg,
+        "handler panicked"
+    );
     if let Some(id) = id {
         session.respond(id, Err(Error::internal("handler panicked")));
     }
@@ -550,7 +573,11 @@ fn make_job<C: Component>(
             match r {
                 Ok(true) => {}
                 Ok(false) => {
-                    tracing::error!(component = C::NAME, handler = index, "sync handler returned a future");
+                    tracing::error!(
+                        component = C::NAME,
+                        handler = index,
+                        "sync handler returned a future"
+                    );
                     if let Some(id) = id {
                         session.respond(id, Err(Error::internal("handler kind mismatch")));
                     }

@@ -151,9 +151,7 @@ impl<S: Serializer> Group<S> {
 
     /// Whether `session` is a member.
     pub fn contains_session(&self, session: &Session<S>) -> bool {
-        lock(&self.inner.state)
-            .members
-            .contains_key(&session.id())
+        lock(&self.inner.state).members.contains_key(&session.id())
     }
 
     /// Number of members.

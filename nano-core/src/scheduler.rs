@@ -64,7 +64,9 @@ pub struct Scheduler {
 
 impl std::fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scheduler").field("name", &self.name).finish()
+        f.debug_struct("Scheduler")
+            .field("name", &self.name)
+            .finish()
     }
 }
 

@@ -218,8 +218,8 @@ impl<S: Serializer> TestClient<S> {
     ///
     /// `NANO-400` when the value cannot be encoded or the message is refused as malformed.
     pub async fn notify<T: Encode<S> + ?Sized>(&self, route: &str, value: &T) -> Result<(), Error> {
-        let mut w = DataPacketWriter::notify(route, None)
-            .map_err(|e| Error::bad_request(e.to_string()))?;
+        let mut w =
+            DataPacketWriter::notify(route, None).map_err(|e| Error::bad_request(e.to_string()))?;
         value.encode(w.payload_mut())?;
         let packet = w
             .finish(self.engine.max_packet_size())

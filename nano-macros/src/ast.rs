@@ -6,8 +6,8 @@ use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{
-    FnArg, GenericArgument, ImplItem, ImplItemFn, Item, ItemImpl, PatType, PathArguments,
-    Receiver, ReturnType, Type, Visibility,
+    FnArg, GenericArgument, ImplItem, ImplItemFn, Item, ItemImpl, PatType, PathArguments, Receiver,
+    ReturnType, Type, Visibility,
 };
 
 use crate::attr::{self, ComponentAttrs, HandlerAttrs};
@@ -136,7 +136,10 @@ impl<'a> Component<'a> {
         let mut hooks = Vec::new();
         for item in &original.items {
             let ImplItem::Fn(method) = item else {
-                for attr in impl_item_attrs(item).iter().filter(|a| attr::is_handler_attr(a)) {
+                for attr in impl_item_attrs(item)
+                    .iter()
+                    .filter(|a| attr::is_handler_attr(a))
+                {
                     cx.error_spanned_by(attr, "`#[handler]` can only be used on methods");
                 }
                 continue;

@@ -303,7 +303,12 @@ mod tests {
         let cx = Ctxt::new();
         let a = parse_component(
             &cx,
-            quote!(name = "room", rename_all = "lowercase", serializer = nano::Protobuf, crate = ::nano_core),
+            quote!(
+                name = "room",
+                rename_all = "lowercase",
+                serializer = nano::Protobuf,
+                crate = ::nano_core
+            ),
         );
         cx.check().unwrap();
         assert_eq!(a.name.unwrap().1.value(), "room");
@@ -341,7 +346,10 @@ mod tests {
         parse_component(&cx, quote!(name = "a", rename_all = "nope", name = "b"));
         let e = errors(cx);
         assert_eq!(e.len(), 2);
-        assert!(e[0].starts_with("unknown `rename_all` rule \"nope\""), "{e:?}");
+        assert!(
+            e[0].starts_with("unknown `rename_all` rule \"nope\""),
+            "{e:?}"
+        );
         assert_eq!(e[1], "duplicate `name` argument");
     }
 

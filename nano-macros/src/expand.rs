@@ -402,7 +402,12 @@ mod tests {
     #[test]
     fn options() {
         let out = expand(
-            quote!(name = "room", rename_all = "lowercase", serializer = Protobuf, crate = ::nano_core),
+            quote!(
+                name = "room",
+                rename_all = "lowercase",
+                serializer = Protobuf,
+                crate = ::nano_core
+            ),
             quote! {
                 impl Room {
                     pub fn join_room(&mut self, s: &Session<Protobuf>) -> Result<()> { todo!() }
@@ -424,8 +429,14 @@ mod tests {
     #[test]
     fn no_handlers_is_json() {
         let out = expand(quote!(), quote!(impl Clock {}));
-        assert!(out.contains("type Serializer = :: nano :: __private :: Json"), "{out}");
-        assert!(out.contains("HANDLERS : & 'static [:: nano :: __private :: HandlerInfo] = & [] ;"), "{out}");
+        assert!(
+            out.contains("type Serializer = :: nano :: __private :: Json"),
+            "{out}"
+        );
+        assert!(
+            out.contains("HANDLERS : & 'static [:: nano :: __private :: HandlerInfo] = & [] ;"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -439,17 +450,34 @@ mod tests {
                 }
             },
         );
-        assert!(out.contains("impl Room { pub fn join (self , s : & Session < Protobuf >)"), "{out}");
+        assert!(
+            out.contains("impl Room { pub fn join (self , s : & Session < Protobuf >)"),
+            "{out}"
+        );
         assert!(!out.contains("# [handler"), "{out}");
-        assert!(out.contains("compile_error ! { \"handler receiver must be `&self` or `&mut self`\" }"), "{out}");
-        assert!(out.contains("impl :: nano :: __private :: Component for Room"), "{out}");
+        assert!(
+            out.contains("compile_error ! { \"handler receiver must be `&self` or `&mut self`\" }"),
+            "{out}"
+        );
+        assert!(
+            out.contains("impl :: nano :: __private :: Component for Room"),
+            "{out}"
+        );
         assert!(out.contains("type Serializer = < Session < Protobuf > as :: nano :: __private :: SessionType > :: Serializer"), "{out}");
-        assert!(out.contains("HANDLERS : & 'static [:: nano :: __private :: HandlerInfo] = & [] ;"), "{out}");
+        assert!(
+            out.contains("HANDLERS : & 'static [:: nano :: __private :: HandlerInfo] = & [] ;"),
+            "{out}"
+        );
     }
 
     #[test]
     fn non_impl_items_are_kept_verbatim() {
-        let out = expand(quote!(name = 1), quote!(struct Room;));
+        let out = expand(
+            quote!(name = 1),
+            quote!(
+                struct Room;
+            ),
+        );
         assert!(out.starts_with("struct Room ;"), "{out}");
         assert_eq!(out.matches("compile_error").count(), 2, "{out}");
         assert!(!out.contains("Component"), "{out}");
@@ -457,8 +485,16 @@ mod tests {
 
     #[test]
     fn generic_impls_get_no_stub() {
-        let out = expand(quote!(), quote!(impl<T> Room<T> {}));
-        assert!(out.contains("does not support generic impl blocks"), "{out}");
+        let out = expand(
+            quote!(),
+            quote!(
+                impl<T> Room<T> {}
+            ),
+        );
+        assert!(
+            out.contains("does not support generic impl blocks"),
+            "{out}"
+        );
         assert!(!out.contains("Component"), "{out}");
     }
 }

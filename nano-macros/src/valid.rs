@@ -175,7 +175,9 @@ fn check_hook(cx: &Ctxt, hook: &Hook) {
 /// `&Self`, `&mut Self`, `&'a Self` (what `&self` / `&mut self` desugar to).
 fn is_ref_self(ty: &Type) -> bool {
     match ty {
-        Type::Reference(r) => matches!(&*r.elem, Type::Path(p) if p.qself.is_none() && p.path.is_ident("Self")),
+        Type::Reference(r) => {
+            matches!(&*r.elem, Type::Path(p) if p.qself.is_none() && p.path.is_ident("Self"))
+        }
         _ => false,
     }
 }

@@ -116,7 +116,12 @@ pub(crate) async fn serve<S, R, W>(
         kill: CancellationToken::new(),
         closing: AtomicBool::new(false),
     });
-    let writer = tokio::spawn(write_loop(sink, rx, state.clone(), ctx.config.shutdown_timeout));
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        state.clone(),
+        ctx.config.shutdown_timeout,
+    ));
     let link = Arc::new(ConnLink {
         tx,
         state: state.clone(),
@@ -127,7 +132,17 @@ pub(crate) async fn serve<S, R, W>(
     let mut buf = BytesMut::with_capacity(1024);
     let mut codec = PacketCodec::new(ctx.engine.max_packet_size());
 
-    match handshake(&ctx, &mut source, &mut buf, &mut codec, &link, &state, remote).await {
+    match handshake(
+        &ctx,
+        &mut source,
+        &mut buf,
+        &mut codec,
+        &link,
+        &state,
+        remote,
+    )
+    .await
+    {
         Ok(()) => {}
         Err(reason) => {
             tracing::debug!(%remote, reason, "handshake failed");

@@ -179,7 +179,10 @@ impl<S: Serializer> App<S> {
 
     /// Accepts WebSocket upgrades only from these `Origin`s.
     #[must_use]
-    pub fn allowed_origins<I: IntoIterator<Item = impl Into<String>>>(mut self, origins: I) -> Self {
+    pub fn allowed_origins<I: IntoIterator<Item = impl Into<String>>>(
+        mut self,
+        origins: I,
+    ) -> Self {
         self.config.allowed_origins = Some(origins.into_iter().map(Into::into).collect());
         self
     }
@@ -277,10 +280,12 @@ impl<S: Serializer> App<S> {
         let max_packet = engine.max_packet_size();
         engine.start().await;
         let ctx = Arc::new(ServerCtx::new(engine, self.config.clone()));
-        let mut ws_config = WebSocketConfig::default();
         // A frame holds whole packets; bound it so a peer cannot make us buffer more.
-        ws_config.max_message_size = Some(2 * (max_packet + 4));
-        ws_config.max_frame_size = Some(2 * (max_packet + 4));
+        let ws_config = WebSocketConfig {
+            max_message_size: Some(2 * (max_packet + 4)),
+            max_frame_size: Some(2 * (max_packet + 4)),
+            ..WebSocketConfig::default()
+        };
         let http = Arc::new(HttpSide {
             ws_path: String::new(),
             allowed_origins: self.config.allowed_origins.clone(),

@@ -97,7 +97,7 @@ fn content_type(path: &std::path::Path) -> &'static str {
 
 /// What arrived on a WebSocket port.
 pub(crate) enum Accepted<S> {
-    WebSocket(WebSocketStream<S>),
+    WebSocket(Box<WebSocketStream<S>>),
     /// Plain HTTP was answered, or the request was refused; nothing more to do.
     Done,
 }
@@ -182,7 +182,7 @@ where
             Some(side.ws_config),
         )
         .await;
-        return Ok(Accepted::WebSocket(ws));
+        return Ok(Accepted::WebSocket(Box::new(ws)));
     }
     for h in &side.handlers {
         if let Some(resp) = h(&req) {

@@ -56,7 +56,11 @@ impl<S: Serializer> ServerCtx<S> {
         if let Some(v) = &self.config.validator {
             if let Err(refused) = v(&req) {
                 tracing::info!(%remote, code = refused.code, reason = %refused.reason, "handshake refused");
-                let code = if refused.code == 200 { 500 } else { refused.code };
+                let code = if refused.code == 200 {
+                    500
+                } else {
+                    refused.code
+                };
                 return (code, refusal(code, &refused.reason));
             }
         }
@@ -379,7 +383,7 @@ where
         tokio::time::timeout(ctx.config.handshake_timeout, http::accept(stream, http)).await;
     match accepted {
         Ok(Ok(http::Accepted::WebSocket(ws))) => {
-            let (sink, source) = ws.split();
+            let (sink, source) = (*ws).split();
             agent::serve(ctx, WsSource(source), WsSink(sink), remote).await;
         }
         Ok(Ok(http::Accepted::Done)) => {}

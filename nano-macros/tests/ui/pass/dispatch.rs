@@ -65,7 +65,10 @@ async fn main() {
         .unwrap();
     let client = harness.connect();
 
-    let total: i64 = client.request("Counter.Add", &json!({ "n": 20 })).await.unwrap();
+    let total: i64 = client
+        .request("Counter.Add", &json!({ "n": 20 }))
+        .await
+        .unwrap();
     assert_eq!(total, 20);
     let total: i64 = client.request("Counter.Double", &()).await.unwrap();
     assert_eq!(total, 40);
@@ -73,7 +76,10 @@ async fn main() {
     let state: Value = client.request("Counter.Get", &()).await.unwrap();
     assert_eq!(state, json!({ "total": 40, "started": true }));
 
-    let raw = client.request_raw("Counter.Echo", b"\x00\x01binary").await.unwrap();
+    let raw = client
+        .request_raw("Counter.Echo", b"\x00\x01binary")
+        .await
+        .unwrap();
     assert_eq!(&raw[..], b"\x00\x01binary");
 
     let empty = client.request_raw("Counter.Reset", b"").await.unwrap();
@@ -85,8 +91,14 @@ async fn main() {
         .unwrap_err();
     assert_eq!(err.code(), "NANO-400");
 
-    let _: i64 = client.request("Counter.Add", &json!({ "n": i64::MAX })).await.unwrap();
-    let err = client.request::<_, i64>("Counter.Double", &()).await.unwrap_err();
+    let _: i64 = client
+        .request("Counter.Add", &json!({ "n": i64::MAX }))
+        .await
+        .unwrap();
+    let err = client
+        .request::<_, i64>("Counter.Double", &())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "NANO-500");
 
     harness.shutdown().await;

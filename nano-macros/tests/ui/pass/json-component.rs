@@ -36,7 +36,11 @@ impl Room {
     }
 
     /// Raw `Vec<u8>` in and out, spelled with full paths.
-    pub fn reverse(&self, _s: &nano::Session, mut data: std::vec::Vec<u8>) -> nano::Result<Vec<u8>> {
+    pub fn reverse(
+        &self,
+        _s: &nano::Session,
+        mut data: std::vec::Vec<u8>,
+    ) -> nano::Result<Vec<u8>> {
         data.reverse();
         Ok(data)
     }
@@ -60,7 +64,9 @@ impl Room {
 
     /// Not a handler: no receiver.
     pub fn new() -> Self {
-        Room { members: Vec::new() }
+        Room {
+            members: Vec::new(),
+        }
     }
 
     /// Not a handler: private.
@@ -72,7 +78,14 @@ fn main() {
     let routes: Vec<_> = Room::HANDLERS.iter().map(|h| h.route).collect();
     assert_eq!(
         routes,
-        ["Room.Join", "Room.Ping", "Room.Echo", "Room.Reverse", "Room.Count", "Room.Leave"]
+        [
+            "Room.Join",
+            "Room.Ping",
+            "Room.Echo",
+            "Room.Reverse",
+            "Room.Count",
+            "Room.Leave"
+        ]
     );
     assert_eq!(Room::NAME, "Room");
 
@@ -87,7 +100,10 @@ fn main() {
     let err = Room::decode(0, Bytes::from_static(b"not json")).unwrap_err();
     assert_eq!(err.code(), "NANO-400");
     assert!(Room::decode(2, Bytes::from_static(b"\xff")).is_ok());
-    assert_eq!(Room::decode(99, Bytes::new()).unwrap_err().code(), "NANO-404");
+    assert_eq!(
+        Room::decode(99, Bytes::new()).unwrap_err().code(),
+        "NANO-404"
+    );
 
     let room = Room::new();
     assert!(room.members().is_empty());

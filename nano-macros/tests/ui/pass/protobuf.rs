@@ -31,7 +31,10 @@ pub struct World {
 impl World {
     pub fn r#move(&mut self, _s: &Session<Protobuf>, m: Move) -> Result<Position> {
         self.at = (self.at.0 + m.x, self.at.1 + m.y);
-        Ok(Position { x: self.at.0, y: self.at.1 })
+        Ok(Position {
+            x: self.at.0,
+            y: self.at.1,
+        })
     }
 
     pub fn reset(&mut self, _s: &PbSession) -> Result<()> {

@@ -40,8 +40,19 @@ impl Lobby {
 }
 
 fn main() {
-    let routes: Vec<_> = <Room as Component>::HANDLERS.iter().map(|h| h.route).collect();
-    assert_eq!(routes, ["room.join", "room.message", "room.sendmessage", "room.Kick_Player"]);
+    let routes: Vec<_> = <Room as Component>::HANDLERS
+        .iter()
+        .map(|h| h.route)
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            "room.join",
+            "room.message",
+            "room.sendmessage",
+            "room.Kick_Player"
+        ]
+    );
     assert_eq!(<Room as Component>::NAME, "room");
 
     let routes: Vec<_> = Lobby::HANDLERS.iter().map(|h| h.route).collect();
