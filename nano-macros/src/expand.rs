@@ -134,9 +134,14 @@ pub fn generate(component: &Component) -> TokenStream {
     let hooks = component.hooks.iter().map(|hook| {
         let method = &hook.original.sig.ident;
         let trait_method = syn::Ident::new(hook.kind.name(), Span::call_site());
+        // A context of the wrong type (`&Context<Other>`) is reported on the user's parameter.
+        let ctx = match hook.original.sig.inputs.iter().nth(1) {
+            Some(syn::FnArg::Typed(arg)) => quote_spanned!(arg.ty.span()=> ctx),
+            _ => quote!(ctx),
+        };
         quote! {
             fn #trait_method(&mut self, ctx: &#private::Context<Self>) {
-                Self::#method(self, ctx)
+                Self::#method(self, #ctx)
             }
         }
     });

@@ -47,17 +47,29 @@ impl World {
     }
 }
 
-/// A component without handlers picks its serializer explicitly.
+/// A component without handlers picks its serializer explicitly (and may name the runtime
+/// crate explicitly, as a path or a string).
 pub struct Ticker;
 
-#[component(serializer = nano::Protobuf)]
+#[component(serializer = nano::Protobuf, crate = ::nano)]
 impl Ticker {}
+
+/// With an explicit serializer, every handler's session type is checked against it.
+pub struct Chat;
+
+#[component(crate = "nano", serializer = Protobuf)]
+impl Chat {
+    pub fn say(&mut self, _s: &Session<Protobuf>, _text: String) -> Result<()> {
+        Ok(())
+    }
+}
 
 fn check<C: Component<Serializer = Protobuf>>() {}
 
 fn main() {
     check::<World>();
     check::<Ticker>();
+    check::<Chat>();
     let routes: Vec<_> = World::HANDLERS.iter().map(|h| h.route).collect();
     assert_eq!(routes, ["World.Move", "World.Reset", "World.Snapshot"]);
 
