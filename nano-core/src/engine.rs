@@ -60,14 +60,14 @@ type Decoder = fn(usize, Bytes) -> Result<BoxedPayload, Error>;
 type RunHook<S> = fn(Hook, &Scheduler, usize, &Arc<Shared<S>>) -> oneshot::Receiver<()>;
 
 struct Registration<S> {
-    name: &'static str,
+    name: Arc<str>,
     scheduler: usize,
     slot: usize,
     run_hook: RunHook<S>,
 }
 
 struct Route<S> {
-    route: &'static str,
+    route: Arc<str>,
     scheduler: Scheduler,
     index: usize,
     component: usize,
@@ -139,9 +139,18 @@ impl<S: Serializer> EngineBuilder<S> {
     /// Components on different schedulers run in parallel; components on the same scheduler
     /// never run concurrently.
     #[must_use]
-    pub fn component_on<C: Component<Serializer = S>>(
+    pub fn component_on<C: Component<Serializer = S>>(self, component: C, scheduler: &str) -> Self {
+        self.component_named(component, C::NAME, scheduler)
+    }
+
+    /// Registers a component under another name (its routes become `name.Handler`) on the
+    /// scheduler named `scheduler`: several instances of one component type, e.g. one room per
+    /// scheduler.
+    #[must_use]
+    pub fn component_named<C: Component<Serializer = S>>(
         mut self,
         component: C,
+        name: &str,
         scheduler: &str,
     ) -> Self {
         let sched = match self.scheduler_names.get(scheduler) {
@@ -156,7 +165,7 @@ impl<S: Serializer> EngineBuilder<S> {
         let pending = &mut self.schedulers[sched];
         pending.slots.push(Box::new(component));
         let reg = Registration {
-            name: C::NAME,
+            name: name.into(),
             scheduler: sched,
             slot: pending.slots.len() - 1,
             run_hook: run_hook::<C>,
@@ -208,13 +217,14 @@ impl<S: Serializer> EngineBuilder<S> {
     /// [`BuildError::DuplicateRoute`] when two components declare the same route.
     pub fn build(self) -> Result<Engine<S>, BuildError> {
         let mut names: Vec<String> = self.push_routes.clone();
-        let mut route_index: HashMap<&'static str, usize> = HashMap::new();
-        for (_, handlers, _, _) in &self.components {
+        let mut seen = std::collections::HashSet::new();
+        for (reg, handlers, _, _) in &self.components {
             for h in handlers.iter() {
-                if route_index.insert(h.route, 0).is_some() {
-                    return Err(BuildError::DuplicateRoute(h.route.to_owned()));
+                let route = format!("{}.{}", reg.name, h.name);
+                if !seen.insert(route.clone()) {
+                    return Err(BuildError::DuplicateRoute(route));
                 }
-                names.push(h.route.to_owned());
+                names.push(route);
             }
         }
         if names.len() >= usize::from(u16::MAX) {
@@ -236,12 +246,13 @@ impl<S: Serializer> EngineBuilder<S> {
         for (ci, (reg, handlers, decode, make_job)) in self.components.into_iter().enumerate() {
             for (index, h) in handlers.iter().enumerate() {
                 let ri = routes.len();
-                by_name.insert(h.route, ri);
-                if let Some(code) = dict.code(h.route) {
+                let route: Arc<str> = format!("{}.{}", reg.name, h.name).into();
+                by_name.insert(route.clone(), ri);
+                if let Some(code) = dict.code(&route) {
                     by_code.insert(code, ri);
                 }
                 routes.push(Route {
-                    route: h.route,
+                    route,
                     scheduler: handles[reg.scheduler].clone(),
                     index,
                     component: ci,
@@ -286,7 +297,7 @@ struct Inner<S> {
     dict: Arc<Dictionary>,
     compress: bool,
     routes: Vec<Route<S>>,
-    by_name: HashMap<&'static str, usize>,
+    by_name: HashMap<Arc<str>, usize>,
     by_code: HashMap<u16, usize>,
     registrations: Vec<Registration<S>>,
     handles: Vec<Scheduler>,
@@ -342,7 +353,7 @@ impl<S: Serializer> Engine<S> {
                 &self.inner.shared,
             );
             if done.await.is_err() {
-                tracing::error!(component = reg.name, ?hook, "lifecycle hook failed");
+                tracing::error!(component = %reg.name, ?hook, "lifecycle hook failed");
             }
         }
     }
@@ -359,13 +370,13 @@ impl<S: Serializer> Engine<S> {
     }
 
     /// Every handler route, in registration order.
-    pub fn routes(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.inner.routes.iter().map(|r| r.route)
+    pub fn routes(&self) -> impl Iterator<Item = &str> + '_ {
+        self.inner.routes.iter().map(|r| &*r.route)
     }
 
     /// The component names, in registration order.
-    pub fn components(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.inner.registrations.iter().map(|r| r.name)
+    pub fn components(&self) -> impl Iterator<Item = &str> + '_ {
+        self.inner.registrations.iter().map(|r| &*r.name)
     }
 
     /// The largest packet body accepted or sent.
@@ -445,7 +456,7 @@ impl<S: Serializer> Engine<S> {
         let payload = match (route.decode)(route.index, msg.payload) {
             Ok(p) => p,
             Err(e) => {
-                tracing::debug!(session = session.id(), route = route.route, error = %e, "undecodable payload");
+                tracing::debug!(session = session.id(), route = %route.route, error = %e, "undecodable payload");
                 Self::fail(session, id, e);
                 return Ok(());
             }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::session::{encode_push, lock};
+use crate::session::{encode_push, encode_push_with, lock, EncodedPush};
 use crate::{Encode, Error, Json, Result, Serializer, Session};
 
 /// Removal of a member, called by a session when it closes.
@@ -179,13 +179,39 @@ impl<S: Serializer> Group<S> {
         &self,
         route: &str,
         value: &T,
+        filter: impl FnMut(&Session<S>) -> bool,
+    ) -> Result<()> {
+        self.deliver(route, |shared| encode_push::<S, T>(shared, route, value), filter)
+    }
+
+    /// Pushes an already-serialized payload to every member (e.g. relaying a client's raw
+    /// update); encoded once.
+    ///
+    /// # Errors
+    ///
+    /// `NANO-410` when the group is closed.
+    pub fn broadcast_raw(&self, route: &str, payload: &[u8]) -> Result<()> {
+        let encode = |shared: &crate::shared::Shared<S>| {
+            encode_push_with(shared, route, |buf| {
+                buf.extend_from_slice(payload);
+                Ok(())
+            })
+        };
+        self.deliver(route, encode, |_| true)
+    }
+
+    /// Encodes once (with the first member's settings) and queues on every selected member.
+    fn deliver(
+        &self,
+        route: &str,
+        encode: impl FnOnce(&crate::shared::Shared<S>) -> Result<EncodedPush>,
         mut filter: impl FnMut(&Session<S>) -> bool,
     ) -> Result<()> {
         let st = self.state()?;
         let Some(first) = st.members.values().next() else {
             return Ok(());
         };
-        let packet = encode_push::<S, T>(first.shared(), route, value)?;
+        let packet = encode(first.shared())?;
         for member in st.members.values() {
             if !filter(member) {
                 continue;

@@ -108,11 +108,10 @@ impl<S: Serializer> Session<S> {
     ///
     /// As [`Session::push`].
     pub fn push_raw(&self, route: &str, payload: &[u8]) -> Result<()> {
-        let shared = &self.inner.shared;
-        let mut w = DataPacketWriter::push(route, shared.dict())
-            .map_err(|e| Error::internal(e.to_string()))?;
-        w.payload_mut().extend_from_slice(payload);
-        let packet = finish(w, payload.len(), shared.max_packet_size)?;
+        let packet = encode_push_with(&self.inner.shared, route, |buf| {
+            buf.extend_from_slice(payload);
+            Ok(())
+        })?;
         self.send_push(route, &packet)
     }
 
@@ -351,11 +350,19 @@ pub(crate) fn encode_push<S: Serializer, T: Encode<S> + ?Sized>(
     route: &str,
     value: &T,
 ) -> Result<EncodedPush> {
+    encode_push_with(shared, route, |buf| value.encode(buf))
+}
+
+/// Encodes a whole push packet whose payload `write` appends.
+pub(crate) fn encode_push_with<S>(
+    shared: &Shared<S>,
+    route: &str,
+    write: impl FnOnce(&mut bytes::BytesMut) -> Result<()>,
+) -> Result<EncodedPush> {
     let mut w =
         DataPacketWriter::push(route, shared.dict()).map_err(|e| Error::internal(e.to_string()))?;
-    let start = w.payload_mut().len();
-    value.encode(w.payload_mut())?;
-    let len = w.payload_mut().len() - start;
+    write(w.payload_mut())?;
+    let len = w.payload_len();
     finish(w, len, shared.max_packet_size)
 }
 

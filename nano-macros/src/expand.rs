@@ -136,7 +136,13 @@ pub fn generate(component: &Component) -> TokenStream {
         let trait_method = syn::Ident::new(hook.kind.name(), Span::call_site());
         // A context of the wrong type (`&Context<Other>`) is reported on the user's parameter.
         let ctx = match hook.original.sig.inputs.iter().nth(1) {
-            Some(syn::FnArg::Typed(arg)) => quote_spanned!(arg.ty.span()=> ctx),
+            Some(syn::FnArg::Typed(arg)) => {
+                let span = match &*arg.ty {
+                    syn::Type::Reference(r) => r.elem.span(),
+                    other => other.span(),
+                };
+                quote_spanned!(span=> ctx)
+            }
             _ => quote!(ctx),
         };
         quote! {
@@ -288,14 +294,19 @@ fn call_arm(private: &TokenStream, index: usize, h: &Handler) -> TokenStream {
     };
     let send = quote_spanned!(reply_span=> #reply_fn(reply, result););
     if h.is_async() {
-        let pending = quote_spanned!(method.span()=> #private::Call::Pending);
+        // Spanned on the method name: a handler future that is not `Send` is reported there.
+        let body = quote! {
+            let result = Self::#method(#args).await;
+            #send
+        };
+        let private = respan(private.clone(), method.span());
+        let pending = quote_spanned! {method.span()=>
+            #private::Call::Pending(::std::boxed::Box::pin(async move { #body }))
+        };
         quote! {
             #index => {
                 #take
-                #pending(::std::boxed::Box::pin(async move {
-                    let result = Self::#method(#args).await;
-                    #send
-                }))
+                #pending
             }
         }
     } else {

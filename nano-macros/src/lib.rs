@@ -3,12 +3,12 @@
 //!
 //! # Layout
 //!
-//! One stage per module, run in this order by [`expand::component`]:
+//! One stage per module, run in this order by `expand::component`:
 //!
 //! - `attr`: parses `#[component(...)]` arguments and `#[handler(...)]` method attributes
 //!   (`custom_keyword!` + `lookahead1`; duplicates are reported on the second keyword);
-//! - `ast`: reads the `impl` block into a typed [`Component`](ast::Component) of handlers and
-//!   lifecycle hooks, keeping references to the original syntax for spans;
+//! - `ast`: reads the `impl` block into a typed `Component` of handlers and lifecycle hooks,
+//!   keeping references to the original syntax for spans;
 //! - `valid`: checks receivers, argument lists, return types, route names and hooks;
 //! - `expand`: generates the `impl Component`, spanning trait-bound checks on the user's types;
 //! - `ctxt`: the error collector every stage reports into, so all errors show at once.
@@ -46,6 +46,10 @@ use proc_macro::TokenStream;
 /// - The return type is any `Result<R>` or `Result<R, E>` (`nano::Result`, `std::result::Result`,
 ///   ...) with `E: Into<nano::Error>`. `R = ()` sends an empty response; `Bytes` and `Vec<u8>`
 ///   are sent as they are; any other `R` is encoded with the serializer (`Encode<S>`).
+///
+/// An `async fn` handler runs to completion on the component's scheduler before anything else
+/// of that component runs; its future must be `Send` (so an `async fn(&self, ..)` handler
+/// needs a `Sync` component; `&mut self` does not).
 ///
 /// Methods that are not `pub`, or have no receiver, are left alone. A `pub` helper method is
 /// excluded with `#[handler(skip)]`.

@@ -107,6 +107,20 @@ impl<S: Serializer> App<S> {
         self
     }
 
+    /// Registers a component under another name (routes `name.Handler`) on the scheduler
+    /// named `scheduler`: several instances of one component type, each running in parallel.
+    #[must_use]
+    pub fn component_named<C: Component<Serializer = S>>(
+        mut self,
+        component: C,
+        name: &str,
+        scheduler: &str,
+    ) -> Self {
+        self.engine = self.engine.component_named(component, name, scheduler);
+        self.components += 1;
+        self
+    }
+
     /// Adds pipeline interceptors.
     #[must_use]
     pub fn pipeline(mut self, f: impl FnOnce(&mut Pipeline<S>)) -> Self {

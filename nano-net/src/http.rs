@@ -83,6 +83,35 @@ pub fn static_dir(prefix: &str, dir: impl Into<PathBuf>) -> HttpHandler {
     })
 }
 
+/// Serves files embedded in the binary (`include_str!`/`include_bytes!`), keyed by URL path.
+/// A path ending in `/` (or equal to a key's directory without the slash) serves that
+/// directory's `index.html`.
+///
+/// # Examples
+///
+/// ```
+/// let pages = nano_net::embedded(&[("/web/index.html", b"<h1>hi</h1>")]);
+/// let req = nano_net::HttpRequest { method: "GET".into(), path: "/web/".into(), headers: vec![] };
+/// assert_eq!(&pages(&req).unwrap().body[..], b"<h1>hi</h1>");
+/// ```
+pub fn embedded(files: &'static [(&'static str, &'static [u8])]) -> HttpHandler {
+    Arc::new(move |req: &HttpRequest| {
+        let path = req.path.split('?').next().unwrap_or("");
+        let wanted = if path.ends_with('/') {
+            format!("{path}index.html")
+        } else if files.iter().any(|(p, _)| p.strip_suffix("/index.html") == Some(path)) {
+            format!("{path}/index.html")
+        } else {
+            path.to_owned()
+        };
+        let (name, body) = files.iter().find(|(p, _)| *p == wanted)?;
+        Some(HttpResponse::ok(
+            content_type(std::path::Path::new(name)),
+            Bytes::from_static(body),
+        ))
+    })
+}
+
 fn content_type(path: &std::path::Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()) {
         Some("html") => "text/html; charset=utf-8",

@@ -22,6 +22,6 @@ mod transport;
 pub use app::{app, App};
 pub use client::{Client, ClientBuilder, ClientError, ClientEvent, HandshakeInfo};
 pub use config::{FullQueuePolicy, HandshakeRefusal, HandshakeRequest, ServerConfig};
-pub use http::{static_dir, HttpHandler, HttpRequest, HttpResponse};
+pub use http::{embedded, static_dir, HttpHandler, HttpRequest, HttpResponse};
 pub use server::{Server, Transport};
 pub use tls::TlsConfig;

@@ -2,8 +2,6 @@ use nano::prelude::*;
 
 pub struct Clock;
 
-pub struct Other;
-
 #[component]
 impl Clock {
     pub fn init(&mut self) {}
@@ -11,9 +9,6 @@ impl Clock {
     fn shutdown(&mut self, _ctx: &Context<Self>) -> Result<()> {
         Ok(())
     }
-
-    /// The signature is right, but the context is another component's.
-    fn before_shutdown(&mut self, _ctx: &Other) {}
 
     /// Not a hook: explicitly skipped.
     #[handler(skip)]
