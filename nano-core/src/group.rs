@@ -181,7 +181,11 @@ impl<S: Serializer> Group<S> {
         value: &T,
         filter: impl FnMut(&Session<S>) -> bool,
     ) -> Result<()> {
-        self.deliver(route, |shared| encode_push::<S, T>(shared, route, value), filter)
+        self.deliver(
+            route,
+            |shared| encode_push::<S, T>(shared, route, value),
+            filter,
+        )
     }
 
     /// Pushes an already-serialized payload to every member (e.g. relaying a client's raw

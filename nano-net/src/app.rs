@@ -277,6 +277,13 @@ impl<S: Serializer> App<S> {
         self
     }
 
+    /// Serves files embedded in the binary on the WebSocket ports (see [`crate::embedded`]).
+    #[must_use]
+    pub fn http_embedded(mut self, files: &'static [(&'static str, &'static [u8])]) -> Self {
+        self.http.push(crate::http::embedded(files));
+        self
+    }
+
     /// Builds the application, binds every listener and starts serving; returns at once.
     /// Must be called inside a tokio runtime.
     ///

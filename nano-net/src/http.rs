@@ -99,7 +99,10 @@ pub fn embedded(files: &'static [(&'static str, &'static [u8])]) -> HttpHandler 
         let path = req.path.split('?').next().unwrap_or("");
         let wanted = if path.ends_with('/') {
             format!("{path}index.html")
-        } else if files.iter().any(|(p, _)| p.strip_suffix("/index.html") == Some(path)) {
+        } else if files
+            .iter()
+            .any(|(p, _)| p.strip_suffix("/index.html") == Some(path))
+        {
             format!("{path}/index.html")
         } else {
             path.to_owned()

@@ -1,0 +1,77 @@
+//! A chat room: a drop-in replacement for go-nano's chat demo.
+//!
+//! ```text
+//! cargo run --example chat        # then open http://127.0.0.1:3250/web/ in two tabs
+//! ```
+//!
+//! - WebSocket on `127.0.0.1:3250` path `/nano` (the page is served on the same port at
+//!   `/web/`), and TCP on `127.0.0.1:3251` in the same room; JSON serializer.
+//! - Component `room` with lowercase handlers, as go-nano's `WithName("room")` +
+//!   `WithNameFunc(strings.ToLower)`: `room.join` (request) and `room.message` (notify).
+//! - Members leave the room when they disconnect (a session-closed callback); a traffic-stats
+//!   pipeline counts inbound and outbound messages, and a timer logs the room size.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use nano::Transport;
+
+mod room;
+
+use room::{Room, Stats};
+
+#[derive(Parser, Debug)]
+#[command(about = "nano chat room (WebSocket + page + TCP)")]
+struct Args {
+    /// WebSocket (and page) listen address.
+    #[arg(long, default_value = "127.0.0.1:3250")]
+    addr: String,
+    /// TCP listen address.
+    #[arg(long, default_value = "127.0.0.1:3251")]
+    tcp: String,
+    /// Heartbeat interval in seconds.
+    #[arg(long, default_value_t = 30)]
+    heartbeat: u64,
+    /// Seconds between room-stats log lines.
+    #[arg(long, default_value_t = 60)]
+    stats: u64,
+}
+
+static PAGES: &[(&str, &[u8])] = &[
+    ("/web/index.html", include_bytes!("web/index.html")),
+    ("/web/chat.js", include_bytes!("web/chat.js")),
+    ("/web/nano.js", include_bytes!("../web/nano.js")),
+];
+
+fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let stats = Arc::new(Stats::default());
+    let app = nano::app()
+        .component(Room::new(
+            stats.clone(),
+            Duration::from_secs(args.stats.max(1)),
+        ))
+        .push_routes(["onMembers", "onNewUser", "onMessage"])
+        .pipeline(|p| Room::count_traffic(&stats, p))
+        .heartbeat(Some(Duration::from_secs(args.heartbeat)))
+        .http_embedded(PAGES)
+        .websocket(args.addr, "/nano")
+        .tcp(args.tcp);
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let server = app.start().await?;
+        if let Some(ws) = server.addr(Transport::WebSocket) {
+            println!("open http://{ws}/web/");
+        }
+        if let Some(tcp) = server.addr(Transport::Tcp) {
+            println!("tcp clients: {tcp}");
+        }
+        server.run_until_signal().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,115 @@
+//! The chat room component: go-nano's chat demo, route for route.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nano::prelude::*;
+use serde_json::{json, Value};
+
+/// `room.message` payload, broadcast as `onMessage`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct UserMessage {
+    /// Sender's display name.
+    pub name: String,
+    /// The text.
+    pub content: String,
+}
+
+/// `onNewUser` push.
+#[derive(Serialize)]
+struct NewUser {
+    content: String,
+}
+
+/// `onMembers` push.
+#[derive(Serialize)]
+struct Members {
+    members: Vec<String>,
+}
+
+/// Inbound and outbound message counters (go-nano chat's `stats` pipeline).
+#[derive(Default)]
+pub struct Stats {
+    /// Requests and notifies received.
+    pub inbound: AtomicU64,
+    /// Responses and pushes sent.
+    pub outbound: AtomicU64,
+}
+
+/// The room: everyone who joined.
+pub struct Room {
+    group: Group,
+    stats: Arc<Stats>,
+    report_every: Duration,
+}
+
+impl Room {
+    /// An empty room that logs its size and traffic every `report_every`.
+    pub fn new(stats: Arc<Stats>, report_every: Duration) -> Self {
+        Room {
+            group: Group::new("room"),
+            stats,
+            report_every,
+        }
+    }
+
+    /// Adds the traffic-stats interceptors to a pipeline.
+    pub fn count_traffic(stats: &Arc<Stats>, p: &mut nano::Pipeline) {
+        let (inbound, outbound) = (stats.clone(), stats.clone());
+        p.inbound.push_back(move |_s, _m| {
+            inbound.inbound.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        });
+        p.outbound.push_back(move |_s, _m| {
+            outbound.outbound.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        });
+    }
+}
+
+#[component(name = "room", rename_all = "lowercase")]
+impl Room {
+    fn init(&mut self, ctx: &Context<Self>) {
+        ctx.on_session_closed(|room, s: &Session| {
+            if room.group.leave(s) {
+                tracing::info!(id = s.id(), "left the room");
+            }
+        });
+        ctx.every(self.report_every, |room| {
+            tracing::info!(
+                members = room.group.count(),
+                inbound = room.stats.inbound.load(Ordering::Relaxed),
+                outbound = room.stats.outbound.load(Ordering::Relaxed),
+                "room stats"
+            );
+        });
+    }
+
+    /// `room.join`: any or no payload.
+    pub fn join(&mut self, s: &Session) -> Result<Value> {
+        s.bind(s.id().to_string())?;
+        s.push(
+            "onMembers",
+            &Members {
+                members: self.group.members(),
+            },
+        )?;
+        self.group.broadcast(
+            "onNewUser",
+            &NewUser {
+                content: format!("New user: {}", s.id()),
+            },
+        )?;
+        self.group.add(s)?;
+        Ok(json!({ "code": 0, "result": "success" }))
+    }
+
+    /// `room.message`: refused before joining.
+    pub fn message(&mut self, s: &Session, msg: UserMessage) -> Result<()> {
+        if !self.group.contains_session(s) {
+            return Err(Error::forbidden("join the room first"));
+        }
+        self.group.broadcast("onMessage", &msg)
+    }
+}
