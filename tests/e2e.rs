@@ -542,3 +542,113 @@ async fn plain_http_and_origin_check_on_the_websocket_port() {
         .insert("Origin", "http://good.example".parse().unwrap());
     assert!(tokio_tungstenite::connect_async(req).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_handshake_validator_can_refuse() {
+    let server = server_with(|a| {
+        a.handshake_validator(|hs| {
+            if hs.user["token"] == "secret" {
+                Ok(())
+            } else {
+                Err(nano::HandshakeRefusal {
+                    code: 501,
+                    reason: "bad token".into(),
+                })
+            }
+        })
+    })
+    .await;
+    let addr = server.addr(Transport::Tcp).unwrap();
+    let refused = Client::<Json>::builder()
+        .handshake_user(json!({"token": "wrong"}))
+        .connect_tcp(addr)
+        .await;
+    assert!(
+        matches!(refused, Err(ClientError::Handshake { code: 501, .. })),
+        "{refused:?}"
+    );
+    let ws = format!("ws://{}/nano", server.addr(Transport::WebSocket).unwrap());
+    let refused = Client::<Json>::builder()
+        .handshake_user(json!({"token": "wrong"}))
+        .connect_ws(&ws)
+        .await;
+    assert!(matches!(
+        refused,
+        Err(ClientError::Handshake { code: 501, .. })
+    ));
+    let ok = Client::<Json>::builder()
+        .handshake_user(json!({"token": "secret"}))
+        .connect_tcp(addr)
+        .await
+        .unwrap();
+    let v: Value = ok.request("Lobby.Echo", &json!(3)).await.unwrap();
+    assert_eq!(v, json!(3));
+}
+
+#[tokio::test]
+async fn the_connection_limit_is_enforced() {
+    let server = server_with(|a| a.max_connections(2)).await;
+    let a = connect(&server, Via::Tcp).await;
+    let b = connect(&server, Via::Ws).await;
+    let third = Client::<Json>::builder()
+        .request_timeout(Duration::from_secs(3))
+        .connect_tcp(server.addr(Transport::Tcp).unwrap())
+        .await;
+    assert!(third.is_err(), "a third connection is refused");
+    a.close().await;
+    drop(a);
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        if let Ok(c) = Client::<Json>::builder()
+            .request_timeout(Duration::from_secs(3))
+            .connect_tcp(server.addr(Transport::Tcp).unwrap())
+            .await
+        {
+            let v: Value = c.request("Lobby.Echo", &json!(4)).await.unwrap();
+            assert_eq!(v, json!(4));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the slot was freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v: Value = b.request("Lobby.Echo", &json!(5)).await.unwrap();
+    assert_eq!(v, json!(5));
+}
+
+#[tokio::test]
+async fn a_websocket_protocol_error_gets_a_close_frame() {
+    let server = server().await;
+    let url = format!("ws://{}/nano", server.addr(Transport::WebSocket).unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let hs = Packet::new(
+        PacketType::Handshake,
+        json!({"sys": {"type": "raw"}}).to_string(),
+    );
+    ws.send(WsMessage::Binary(hs.encode().unwrap().to_vec()))
+        .await
+        .unwrap();
+    ws.send(WsMessage::Binary(
+        Packet::new(PacketType::HandshakeAck, Bytes::new())
+            .encode()
+            .unwrap()
+            .to_vec(),
+    ))
+    .await
+    .unwrap();
+    ws.send(WsMessage::Binary(vec![0x09, 0, 0, 1, 0]))
+        .await
+        .unwrap();
+    let mut close = None;
+    while let Some(Ok(m)) = timeout(T, ws.next()).await.unwrap() {
+        if let WsMessage::Close(frame) = m {
+            close = frame;
+            break;
+        }
+    }
+    let frame = close.expect("a close frame with a reason");
+    assert_eq!(
+        frame.code,
+        tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Protocol
+    );
+    assert!(!frame.reason.is_empty());
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use nano::prelude::*;
+use nano::Transport;
 
 mod handler;
 
@@ -37,22 +38,33 @@ struct Args {
 
 fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();
-    println!(
-        "pingpong: tcp {} · ws ws://{}{} · heartbeat {}s · dict {}",
-        args.tcp, args.ws, args.ws_path, args.heartbeat, args.dict
-    );
-    nano::app()
+    let app = nano::app()
         .serializer(Protobuf)
         .component(TestHandler)
         .push_routes(["pong"])
         .route_compression(args.dict)
         .heartbeat(Some(Duration::from_secs(args.heartbeat)))
         .tcp(args.tcp)
-        .websocket(args.ws, args.ws_path)
-        .run()
+        .websocket(args.ws, &args.ws_path);
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let server = app.start().await?;
+        if let Some(tcp) = server.addr(Transport::Tcp) {
+            println!("tcp {tcp}");
+        }
+        if let Some(ws) = server.addr(Transport::WebSocket) {
+            println!("ws ws://{ws}{}", args.ws_path);
+        }
+        println!(
+            "heartbeat {}s, route compression {}",
+            args.heartbeat, args.dict
+        );
+        server.run_until_signal().await;
+        Ok(())
+    })
 }
