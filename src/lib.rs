@@ -32,6 +32,8 @@
 //! schedulers, pipeline, serializers; no sockets), `nano-macros` (`#[component]`) and
 //! `nano-net` (TCP/WebSocket/TLS server, per-connection agent, Rust client).
 
+#![warn(missing_docs)]
+
 pub use bytes::Bytes;
 pub use nano_core::component::{self, Context, HandlerInfo};
 pub use nano_core::protocol;

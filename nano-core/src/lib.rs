@@ -18,6 +18,8 @@
 //! which queues the handler call on the component's [`Scheduler`]; the reply is encoded once
 //! into `Bytes` and queued on the session's [`Link`].
 
+#![warn(missing_docs)]
+
 pub mod component;
 mod engine;
 mod error;

@@ -10,6 +10,8 @@
 //! | `tls` | [`TlsConfig`] from PEM |
 //! | [`client`] | [`Client`]: a Rust client for bots, tests and benchmarks |
 
+#![warn(missing_docs)]
+
 mod agent;
 mod app;
 pub mod client;
