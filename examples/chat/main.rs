@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use nano::Transport;
 
+#[path = "../common/mod.rs"]
+mod common;
 mod room;
 
 use room::{Room, Stats};
@@ -45,12 +46,7 @@ static PAGES: &[(&str, &[u8])] = &[
 ];
 
 fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    common::init_tracing();
     let args = Args::parse();
     let stats = Arc::new(Stats::default());
     let app = nano::app()
@@ -64,15 +60,5 @@ fn main() -> std::io::Result<()> {
         .http_embedded(PAGES)
         .websocket(args.addr, "/nano")
         .tcp(args.tcp);
-    tokio::runtime::Runtime::new()?.block_on(async move {
-        let server = app.start().await?;
-        if let Some(ws) = server.addr(Transport::WebSocket) {
-            println!("open http://{ws}/web/");
-        }
-        if let Some(tcp) = server.addr(Transport::Tcp) {
-            println!("tcp clients: {tcp}");
-        }
-        server.run_until_signal().await;
-        Ok(())
-    })
+    common::serve(app, true, "/nano")
 }

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use nano::prelude::*;
-use nano::Transport;
 
+#[path = "../common/mod.rs"]
+mod common;
 mod handler;
 
 use handler::TestHandler;
@@ -37,12 +38,7 @@ struct Args {
 }
 
 fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    common::init_tracing();
     let args = Args::parse();
     let app = nano::app()
         .serializer(Protobuf)
@@ -52,19 +48,5 @@ fn main() -> std::io::Result<()> {
         .heartbeat(Some(Duration::from_secs(args.heartbeat)))
         .tcp(args.tcp)
         .websocket(args.ws, &args.ws_path);
-    tokio::runtime::Runtime::new()?.block_on(async move {
-        let server = app.start().await?;
-        if let Some(tcp) = server.addr(Transport::Tcp) {
-            println!("tcp {tcp}");
-        }
-        if let Some(ws) = server.addr(Transport::WebSocket) {
-            println!("ws ws://{ws}{}", args.ws_path);
-        }
-        println!(
-            "heartbeat {}s, route compression {}",
-            args.heartbeat, args.dict
-        );
-        server.run_until_signal().await;
-        Ok(())
-    })
+    common::serve(app, false, &args.ws_path)
 }

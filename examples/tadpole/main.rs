@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use nano::prelude::*;
-use nano::Transport;
 use serde_json::{json, Value};
+
+#[path = "../common/mod.rs"]
+mod common;
 
 #[derive(Deserialize)]
 struct Say {
@@ -80,12 +82,7 @@ static PAGES: &[(&str, &[u8])] = &[
 ];
 
 fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    common::init_tracing();
     let args = Args::parse();
     let app = nano::app()
         .component(World {
@@ -95,12 +92,5 @@ fn main() -> std::io::Result<()> {
         .heartbeat(Some(Duration::from_secs(args.heartbeat)))
         .http_embedded(PAGES)
         .websocket(args.addr, "/nano");
-    tokio::runtime::Runtime::new()?.block_on(async move {
-        let server = app.start().await?;
-        if let Some(ws) = server.addr(Transport::WebSocket) {
-            println!("open http://{ws}/web/");
-        }
-        server.run_until_signal().await;
-        Ok(())
-    })
+    common::serve(app, true, "/nano")
 }

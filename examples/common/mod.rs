@@ -1,0 +1,36 @@
+//! What the example servers share: logging to stderr, and serving until Ctrl-C / SIGTERM with
+//! the bound addresses printed on stdout (tests read them to find ports chosen with `:0`).
+
+use nano::{App, Serializer, Transport};
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+}
+
+/// Starts `app` on a new runtime, prints where it listens, and serves until a shutdown signal.
+///
+/// Printed, in this order: `open http://ADDR/web/` when `page` is set, `tcp ADDR`,
+/// `ws ws://ADDR<ws_path>`.
+pub fn serve<S: Serializer>(app: App<S>, page: bool, ws_path: &str) -> std::io::Result<()> {
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let server = app.start().await?;
+        let ws = server.addr(Transport::WebSocket);
+        if let (true, Some(ws)) = (page, ws) {
+            println!("open http://{ws}/web/");
+        }
+        if let Some(tcp) = server.addr(Transport::Tcp) {
+            println!("tcp {tcp}");
+        }
+        if let Some(ws) = ws {
+            println!("ws ws://{ws}{ws_path}");
+        }
+        server.run_until_signal().await;
+        Ok(())
+    })
+}
