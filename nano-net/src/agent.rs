@@ -129,7 +129,7 @@ pub(crate) async fn serve<S, R, W>(
         policy: ctx.config.on_full_queue,
     });
 
-    let mut buf = BytesMut::with_capacity(1024);
+    let mut buf = BytesMut::new();
     let mut codec = PacketCodec::new(ctx.engine.max_packet_size());
 
     match handshake(

@@ -18,7 +18,7 @@ use crate::agent;
 use crate::config::ServerConfig;
 use crate::http::{self, HttpSide};
 use crate::tls::TlsConfig;
-use crate::transport::{StreamSink, StreamSource, WsSink, WsSource};
+use crate::transport::{StreamSink, StreamSource, TcpSource, WsSink, WsSource};
 
 /// What a server's agents share.
 pub(crate) struct ServerCtx<S> {
@@ -337,7 +337,7 @@ async fn connection<S: Serializer>(
     match (tls, http) {
         (None, None) => {
             let (r, w) = stream.into_split();
-            agent::serve(ctx, StreamSource(r), StreamSink(w), remote).await;
+            agent::serve(ctx, TcpSource(r), StreamSink(w), remote).await;
         }
         (Some(tls), None) => {
             let Some(stream) = tls_accept(&ctx, &tls, stream, remote).await else {

@@ -41,6 +41,30 @@ impl<R: AsyncRead + Unpin + Send + 'static> PacketSource for StreamSource<R> {
     }
 }
 
+/// The read half of a plain TCP connection. It holds no read buffer while idle: the buffer is
+/// released whenever it has been fully decoded, and allocated again only once the socket is
+/// readable, so thousands of idle connections cost no buffer memory.
+pub(crate) struct TcpSource(pub tokio::net::tcp::OwnedReadHalf);
+
+impl PacketSource for TcpSource {
+    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        if buf.is_empty() && buf.capacity() > 0 {
+            *buf = BytesMut::new();
+        }
+        loop {
+            self.0.readable().await?;
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(4096);
+            }
+            match self.0.try_read_buf(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 /// The write half of a byte stream.
 pub(crate) struct StreamSink<W>(pub W);
 
