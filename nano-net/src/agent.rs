@@ -14,11 +14,12 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use nano_core::protocol::{Packet, PacketCodec, PacketType};
 use nano_core::{Link, SendError, Serializer};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{FullQueuePolicy, HandshakeRequest};
+use crate::outbox::{Outbox, PushError};
 use crate::server::ServerCtx;
 use crate::transport::{PacketSink, PacketSource};
 
@@ -55,7 +56,7 @@ impl ConnState {
 
 /// The session's outbound path: a bounded queue drained by the writer task.
 struct ConnLink {
-    tx: mpsc::Sender<Bytes>,
+    outbox: Arc<Outbox>,
     state: Arc<ConnState>,
     remote: SocketAddr,
     policy: FullQueuePolicy,
@@ -66,10 +67,10 @@ impl Link for ConnLink {
         if self.state.closing.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
-        match self.tx.try_send(packet) {
+        match self.outbox.push(packet) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Closed) => Err(SendError::Closed),
+            Err(PushError::Full) => {
                 match self.policy {
                     FullQueuePolicy::Disconnect => {
                         tracing::warn!(remote = %self.remote, "send queue full: client not reading, disconnecting");
@@ -109,7 +110,7 @@ pub(crate) async fn serve<S, R, W>(
     R: PacketSource,
     W: PacketSink,
 {
-    let (tx, rx) = mpsc::channel(ctx.config.send_queue.max(1));
+    let outbox = Arc::new(Outbox::new(ctx.config.send_queue));
     let state = Arc::new(ConnState {
         ending: Mutex::new(None),
         wake_writer: Notify::new(),
@@ -118,12 +119,12 @@ pub(crate) async fn serve<S, R, W>(
     });
     let writer = tokio::spawn(write_loop(
         sink,
-        rx,
+        outbox.clone(),
         state.clone(),
         ctx.config.shutdown_timeout,
     ));
     let link = Arc::new(ConnLink {
-        tx,
+        outbox,
         state: state.clone(),
         remote,
         policy: ctx.config.on_full_queue,
@@ -295,45 +296,42 @@ pub(crate) fn parse_handshake(
 /// Drains the queue in batches until the connection ends.
 async fn write_loop<W: PacketSink>(
     mut sink: W,
-    mut rx: mpsc::Receiver<Bytes>,
+    outbox: Arc<Outbox>,
     state: Arc<ConnState>,
     close_timeout: Duration,
 ) {
     const MAX_BATCH: usize = 256;
-    let mut batch: Vec<Bytes> = Vec::with_capacity(16);
-    loop {
+    let mut batch: Vec<Bytes> = Vec::new();
+    'run: loop {
         tokio::select! {
             biased;
             _ = state.kill.cancelled() => return,
-            _ = state.wake_writer.notified() => break,
-            p = rx.recv() => {
-                let Some(p) = p else { break };
-                batch.push(p);
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
-                    }
-                }
-                let r = tokio::select! {
-                    r = sink.send_batch(&batch) => r,
-                    _ = state.kill.cancelled() => return,
-                };
-                batch.clear();
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "write failed");
-                    state.closing.store(true, Ordering::Release);
-                    state.kill.cancel();
-                    return;
-                }
+            _ = state.wake_writer.notified() => break 'run,
+            _ = outbox.ready() => {}
+        }
+        loop {
+            outbox.take(&mut batch, MAX_BATCH);
+            if batch.is_empty() {
+                break;
             }
+            let r = tokio::select! {
+                r = sink.send_batch(&batch) => r,
+                _ = state.kill.cancelled() => return,
+            };
+            batch.clear();
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "write failed");
+                state.closing.store(true, Ordering::Release);
+                state.kill.cancel();
+                return;
+            }
+        }
+        if batch.capacity() > MAX_BATCH / 16 {
+            batch = Vec::new();
         }
     }
     // Graceful end: what is queued, then the kick, then close.
-    rx.close();
-    while let Ok(p) = rx.try_recv() {
-        batch.push(p);
-    }
+    batch.extend(outbox.close());
     let ending = state
         .ending
         .lock()

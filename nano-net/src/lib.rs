@@ -17,6 +17,7 @@ mod app;
 pub mod client;
 mod config;
 mod http;
+mod outbox;
 mod server;
 mod tls;
 mod transport;
