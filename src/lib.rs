@@ -54,3 +54,8 @@ pub mod prelude {
     pub use bytes::Bytes;
     pub use serde::{Deserialize, Serialize};
 }
+
+/// The README's Rust examples, compiled as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
