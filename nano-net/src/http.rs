@@ -44,6 +44,8 @@ pub struct HttpResponse {
     pub content_type: String,
     /// Body.
     pub body: Bytes,
+    /// Extra headers (e.g. `Location`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl HttpResponse {
@@ -53,6 +55,27 @@ impl HttpResponse {
             status: 200,
             content_type: content_type.to_owned(),
             body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A plain-text response with `status`.
+    pub fn plain(status: u16, body: &'static str) -> Self {
+        HttpResponse {
+            status,
+            content_type: "text/plain; charset=utf-8".to_owned(),
+            body: Bytes::from_static(body.as_bytes()),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A 301 redirect to `location`.
+    pub fn redirect(location: &str) -> Self {
+        HttpResponse {
+            status: 301,
+            content_type: "text/plain".to_owned(),
+            body: Bytes::new(),
+            headers: vec![("Location".to_owned(), location.to_owned())],
         }
     }
 }
@@ -84,8 +107,8 @@ pub fn static_dir(prefix: &str, dir: impl Into<PathBuf>) -> HttpHandler {
 }
 
 /// Serves files embedded in the binary (`include_str!`/`include_bytes!`), keyed by URL path.
-/// A path ending in `/` (or equal to a key's directory without the slash) serves that
-/// directory's `index.html`.
+/// A path ending in `/` serves that directory's `index.html`; the directory without the
+/// slash redirects to it.
 ///
 /// # Examples
 ///
@@ -150,7 +173,12 @@ where
     let mut buf = BytesMut::with_capacity(1024);
     let (req, head_len) = loop {
         if buf.len() >= MAX_HEAD {
-            respond(&mut stream, 431, "text/plain", b"request head too large").await?;
+            respond(
+                &mut stream,
+                &HttpResponse::plain(431, "request head too large"),
+                false,
+            )
+            .await?;
             return Ok(Accepted::Done);
         }
         if stream.read_buf(&mut buf).await? == 0 {
@@ -178,7 +206,7 @@ where
             }
             Ok(httparse::Status::Partial) => {}
             Err(_) => {
-                respond(&mut stream, 400, "text/plain", b"bad request").await?;
+                respond(&mut stream, &HttpResponse::plain(400, "bad request"), false).await?;
                 return Ok(Accepted::Done);
             }
         }
@@ -192,12 +220,18 @@ where
             let origin = req.header("origin").unwrap_or("");
             if !allowed.iter().any(|a| a == origin) {
                 tracing::info!(origin, "websocket origin refused");
-                respond(&mut stream, 403, "text/plain", b"origin not allowed").await?;
+                respond(
+                    &mut stream,
+                    &HttpResponse::plain(403, "origin not allowed"),
+                    false,
+                )
+                .await?;
                 return Ok(Accepted::Done);
             }
         }
         let Some(key) = req.header("sec-websocket-key") else {
-            respond(&mut stream, 400, "text/plain", b"missing Sec-WebSocket-Key").await?;
+            let resp = HttpResponse::plain(400, "missing Sec-WebSocket-Key");
+            respond(&mut stream, &resp, false).await?;
             return Ok(Accepted::Done);
         };
         let accept = derive_accept_key(key.trim().as_bytes());
@@ -218,39 +252,44 @@ where
     }
     for h in &side.handlers {
         if let Some(resp) = h(&req) {
-            let body = if req.method == "HEAD" {
-                &[][..]
-            } else {
-                &resp.body[..]
-            };
-            respond(&mut stream, resp.status, &resp.content_type, body).await?;
+            respond(&mut stream, &resp, req.method == "HEAD").await?;
             return Ok(Accepted::Done);
         }
     }
-    respond(&mut stream, 404, "text/plain", b"not found").await?;
+    respond(&mut stream, &HttpResponse::plain(404, "not found"), false).await?;
     Ok(Accepted::Done)
 }
 
 async fn respond<S: AsyncWrite + Unpin>(
     stream: &mut S,
-    status: u16,
-    content_type: &str,
-    body: &[u8],
+    resp: &HttpResponse,
+    head_only: bool,
 ) -> io::Result<()> {
-    let reason = match status {
+    let reason = match resp.status {
         200 => "OK",
+        301 => "Moved Permanently",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
         431 => "Request Header Fields Too Large",
         _ => "",
     };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+    let mut head = format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        resp.status,
+        resp.content_type,
+        resp.body.len()
     );
+    for (k, v) in &resp.headers {
+        if !k.contains(['\r', '\n']) && !v.contains(['\r', '\n']) {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
+    if !head_only {
+        stream.write_all(&resp.body).await?;
+    }
     stream.flush().await?;
     stream.shutdown().await
 }

@@ -325,3 +325,29 @@ test("a compressed payload (flag 0x10) is treated as an error, not misread", asy
   assert.equal(pushed, false);
   await srv.close();
 });
+
+test("a protobuf server: payloads travel as bytes both ways; objects are refused", async () => {
+  let got;
+  const srv = await fakeServer(async (peer) => {
+    await peer.handshake({ heartbeat: 30, serializer: "protobuf" });
+    got = decodeMessage((await peer.next()).body);
+    peer.packet(4, encodeMessage({ type: MessageType.Response, id: got.id, payload: Uint8Array.of(0x08, 0x96, 0x01) }));
+    peer.packet(4, encodeMessage({ type: MessageType.Push, route: "pong", payload: enc("1") }));
+  });
+  const c = await connect(srv.url);
+  try {
+    assert.equal(c.serializer, "protobuf");
+    const pong = c.waitFor("pong");
+    const res = await c.request("Test.Ping", Uint8Array.of(0x0a, 0x01, 0x41));
+    assert.deepEqual([...got.payload], [0x0a, 0x01, 0x41]);
+    assert.ok(res instanceof Uint8Array);
+    assert.deepEqual([...res], [0x08, 0x96, 0x01]);
+    const p = await pong;
+    assert.ok(p instanceof Uint8Array, "bytes that happen to be JSON stay bytes");
+    assert.throws(() => c.notify("Test.Ping", { a: 1 }), (e) => e.code === "NANO-415");
+    await assert.rejects(c.request("Test.Ping", { a: 1 }), (e) => e.code === "NANO-415");
+  } finally {
+    c.close();
+    await srv.close();
+  }
+});

@@ -1,0 +1,186 @@
+// The chat page: go-nano's chat demo on nano.js.
+//
+// Routes: request `room.join` → pushes `onMembers` {members} to us and `onNewUser` {content} to
+// the others; notify `room.message` {name, content} → push `onMessage` to everyone (us too).
+//
+// Query parameters: `?name=ann` sets the name, `?ws=ws://host:port/nano` the server.
+import { NanoClient } from "./nano.js";
+
+const $ = (sel) => document.querySelector(sel);
+const ui = {
+  status: $("#status"),
+  members: $("#members-count"),
+  name: $("#name"),
+  messages: $("#messages"),
+  form: $("#composer"),
+  input: $("#input"),
+  send: $("#send"),
+};
+
+const params = new URLSearchParams(location.search);
+const wsUrl = params.get("ws") ?? `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/nano`;
+
+// The display name: from ?name=, else the last one used here, else a guest name.
+ui.name.value = params.get("name") ?? storageGet("nano-chat-name") ?? `guest-${Math.floor(1000 + Math.random() * 9000)}`;
+ui.name.addEventListener("change", () => {
+  ui.name.value = ui.name.value.trim() || "guest";
+  storageSet("nano-chat-name", ui.name.value);
+});
+
+let client = null;
+let members = 0;
+let retryDelay = 1000;
+let everJoined = false;
+
+// For tests and the curious: the live client and state.
+const state = { client: null, joined: false, received: [] };
+window.__chat = state;
+
+function setStatus(kind, text) {
+  ui.status.dataset.state = kind;
+  ui.status.textContent = text;
+}
+
+function setMembers(n) {
+  members = Math.max(n, 1);
+  ui.members.textContent = String(members);
+}
+
+function setComposer(enabled) {
+  ui.input.disabled = !enabled;
+  ui.send.disabled = !enabled;
+  if (enabled) ui.input.focus();
+}
+
+function atBottom() {
+  const m = ui.messages;
+  return m.scrollHeight - m.scrollTop - m.clientHeight < 40;
+}
+
+function append(li) {
+  const stick = atBottom();
+  ui.messages.append(li);
+  while (ui.messages.children.length > 500) ui.messages.firstElementChild.remove();
+  if (stick) ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+function notice(text) {
+  const li = document.createElement("li");
+  li.className = "notice";
+  li.textContent = text;
+  append(li);
+}
+
+function colorFor(name) {
+  let h = 0;
+  for (const ch of name) h = (h * 31 + ch.codePointAt(0)) >>> 0;
+  return `hsl(${h % 360} 55% 45%)`;
+}
+
+function showMessage(msg) {
+  const name = String(msg?.name ?? "?");
+  const content = String(msg?.content ?? "");
+  const li = document.createElement("li");
+  li.className = "message";
+  if (name === ui.name.value) li.classList.add("mine");
+  const who = document.createElement("span");
+  who.className = "name";
+  who.textContent = name;
+  who.style.color = colorFor(name);
+  const time = document.createElement("span");
+  time.className = "time";
+  time.textContent = new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  who.append(time);
+  const body = document.createElement("span");
+  body.className = "content";
+  body.textContent = content;
+  li.append(who, body);
+  append(li);
+}
+
+async function start() {
+  setStatus("connecting", "connecting…");
+  setComposer(false);
+  let c;
+  try {
+    c = await NanoClient.connect(wsUrl, { timeout: 8000 });
+  } catch (err) {
+    setStatus("error", "offline");
+    retry(`cannot connect: ${err.message}`);
+    return;
+  }
+  client = c;
+  state.client = c;
+  c.on("onMembers", (m) => {
+    const list = Array.isArray(m?.members) ? m.members : [];
+    // the list holds the members already there; we are one more
+    setMembers(list.length + 1);
+    notice(list.length === 0 ? "You are the first one here." : `${list.length} already here.`);
+  });
+  c.on("onNewUser", (m) => {
+    setMembers(members + 1);
+    notice(String(m?.content ?? "Someone joined."));
+  });
+  c.on("onMessage", (m) => {
+    state.received.push(m);
+    showMessage(m);
+  });
+  c.onkick = (reason) => notice(`Kicked by the server: ${reason}`);
+  c.onclose = (info) => {
+    state.joined = false;
+    state.client = null;
+    client = null;
+    setComposer(false);
+    setStatus("closed", "disconnected");
+    if (!info.kicked) retry(`Connection lost (${info.reason}).`);
+  };
+  try {
+    const res = await c.request("room.join", {});
+    if (res?.code !== 0) throw new Error(`join refused: ${JSON.stringify(res)}`);
+  } catch (err) {
+    notice(`Could not join the room: ${err.message}`);
+    c.close();
+    return;
+  }
+  state.joined = true;
+  retryDelay = 1000;
+  setStatus("joined", "online");
+  if (!everJoined) notice(`Welcome, ${ui.name.value}! You can change your name at the top.`);
+  everJoined = true;
+  setComposer(true);
+}
+
+function retry(why) {
+  notice(`${why} Retrying in ${Math.round(retryDelay / 1000)} s…`);
+  setTimeout(start, retryDelay);
+  retryDelay = Math.min(retryDelay * 2, 15000);
+}
+
+ui.form.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const content = ui.input.value.trim();
+  if (!content || !client?.connected || !state.joined) return;
+  const name = ui.name.value.trim() || "guest";
+  if (client.notify("room.message", { name, content })) {
+    ui.input.value = "";
+  }
+  ui.input.focus();
+});
+
+function storageGet(key) {
+  try {
+    return localStorage.getItem(key);
+  } catch {
+    return null;
+  }
+}
+
+function storageSet(key, value) {
+  try {
+    localStorage.setItem(key, value);
+  } catch {
+    // private mode: fine
+  }
+}
+
+start();
