@@ -18,14 +18,26 @@ fn example(name: &str) -> std::path::PathBuf {
     p.join("examples").join(name)
 }
 
+/// Kills the server if the test fails before it exits.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test]
 async fn sigterm_kicks_clients_and_exits_cleanly() {
-    let mut child = Command::new(example("pingpong"))
+    let child = Command::new(example("pingpong"))
         .args(["--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("the pingpong example was built by cargo test");
+    let mut guard = KillOnDrop(child);
+    let child = &mut guard.0;
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let first = lines.next().unwrap().unwrap();
