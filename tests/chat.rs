@@ -74,6 +74,12 @@ async fn chat_room_like_go_nano() {
             "the sender included"
         );
     }
+    // b leaves: a is told, and b is no longer a member.
+    let mut a_left = a.on("onLeave");
+    b.close().await;
+    let left: Value =
+        serde_json::from_slice(&timeout(T, a_left.recv()).await.unwrap().unwrap()).unwrap();
+    assert!(left["content"].as_str().unwrap().starts_with("User left: "));
     assert!(stats.inbound.load(std::sync::atomic::Ordering::Relaxed) >= 4);
     assert!(stats.outbound.load(std::sync::atomic::Ordering::Relaxed) >= 6);
     server.shutdown().await;

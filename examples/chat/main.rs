@@ -8,7 +8,8 @@
 //!   `/web/`), and TCP on `127.0.0.1:3251` in the same room; JSON serializer.
 //! - Component `room` with lowercase handlers, as go-nano's `WithName("room")` +
 //!   `WithNameFunc(strings.ToLower)`: `room.join` (request) and `room.message` (notify).
-//! - Members leave the room when they disconnect (a session-closed callback); a traffic-stats
+//! - Members leave the room when they disconnect (a session-closed callback tells the others
+//!   with an `onLeave` push, which go-nano clients ignore); a traffic-stats
 //!   pipeline counts inbound and outbound messages, and a timer logs the room size.
 
 use std::sync::Arc;
@@ -54,7 +55,7 @@ fn main() -> std::io::Result<()> {
             stats.clone(),
             Duration::from_secs(args.stats.max(1)),
         ))
-        .push_routes(["onMembers", "onNewUser", "onMessage"])
+        .push_routes(["onMembers", "onNewUser", "onMessage", "onLeave"])
         .pipeline(|p| Room::count_traffic(&stats, p))
         .heartbeat(Some(Duration::from_secs(args.heartbeat)))
         .http_embedded(PAGES)

@@ -16,9 +16,9 @@ pub struct UserMessage {
     pub content: String,
 }
 
-/// `onNewUser` push.
+/// `onNewUser` and `onLeave` pushes.
 #[derive(Serialize)]
-struct NewUser {
+struct Notice {
     content: String,
 }
 
@@ -72,8 +72,16 @@ impl Room {
 impl Room {
     fn init(&mut self, ctx: &Context<Self>) {
         ctx.on_session_closed(|room, s: &Session| {
-            if room.group.leave(s) {
+            // The session has already left the group (sessions leave their groups on close);
+            // tell the others, an extra push that go-nano clients simply ignore.
+            if s.uid().is_some() {
                 tracing::info!(id = s.id(), "left the room");
+                let _ = room.group.broadcast(
+                    "onLeave",
+                    &Notice {
+                        content: format!("User left: {}", s.id()),
+                    },
+                );
             }
         });
         ctx.every(self.report_every, |room| {
@@ -97,7 +105,7 @@ impl Room {
         )?;
         self.group.broadcast(
             "onNewUser",
-            &NewUser {
+            &Notice {
                 content: format!("New user: {}", s.id()),
             },
         )?;

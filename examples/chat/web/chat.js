@@ -121,6 +121,10 @@ async function start() {
     setMembers(members + 1);
     notice(String(m?.content ?? "Someone joined."));
   });
+  c.on("onLeave", (m) => {
+    setMembers(Math.max(1, members - 1));
+    notice(String(m?.content ?? "Someone left."));
+  });
   c.on("onMessage", (m) => {
     state.received.push(m);
     showMessage(m);
