@@ -19,8 +19,8 @@ use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{FullQueuePolicy, HandshakeRequest};
+use crate::ctx::ServerCtx;
 use crate::outbox::{Outbox, PushError};
-use crate::server::ServerCtx;
 use crate::transport::{PacketSink, PacketSource};
 
 /// How the connection should end.

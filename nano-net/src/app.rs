@@ -9,8 +9,10 @@ use nano_core::{Component, EngineBuilder, Json, Pipeline, Serializer};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::config::{FullQueuePolicy, HandshakeRefusal, HandshakeRequest, ServerConfig};
+use crate::ctx::ServerCtx;
 use crate::http::{HttpHandler, HttpRequest, HttpResponse, HttpSide};
-use crate::server::{bind, ListenerSpec, Server, ServerCtx};
+use crate::listen::{bind, ListenerSpec};
+use crate::server::Server;
 use crate::tls::TlsConfig;
 
 /// Starts building an application with the JSON serializer.

@@ -3,7 +3,9 @@
 //! | module | job |
 //! |---|---|
 //! | `app` | [`App`]: components + listeners + settings, then `run()` / `start()` |
-//! | `server` | listeners (TCP, WebSocket, TLS), the session registry, graceful shutdown |
+//! | `server` | [`Server`]: a running server's addresses and graceful shutdown |
+//! | `listen` | listeners (TCP, WebSocket, TLS): accept loops, connection limit, backoff |
+//! | `ctx` | what connections share: engine, settings, live sessions, handshake reply |
 //! | `agent` | one per connection: handshake, read loop, heartbeat, batched writer |
 //! | `transport` | raw streams (one `writev` per batch) and WebSocket binary frames |
 //! | `http` | WebSocket upgrade with origin check, plain HTTP on the same port |
@@ -16,7 +18,9 @@ mod agent;
 mod app;
 pub mod client;
 mod config;
+mod ctx;
 mod http;
+mod listen;
 mod outbox;
 mod server;
 mod tls;

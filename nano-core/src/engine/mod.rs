@@ -1,0 +1,276 @@
+//! The engine: the route table, dispatch onto schedulers, and the application's lifecycle.
+//!
+//! Transports (nano-net, the in-memory [`testing`](crate::testing) harness) feed it decoded
+//! messages; it runs the inbound pipeline, finds the handler, decodes the payload (off the
+//! scheduler), and enqueues the call on the component's scheduler.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::component::BoxedPayload;
+use crate::pipeline::Envelope;
+use crate::protocol::{Dictionary, Message, MessageError, MessageType};
+use crate::scheduler::{PendingScheduler, Scheduler};
+use crate::session::lock;
+use crate::shared::Shared;
+use crate::{Error, Json, Link, Serializer, Session};
+
+mod builder;
+mod job;
+
+pub use builder::EngineBuilder;
+use job::{Hook, MakeJob};
+
+/// The name of the scheduler components share unless told otherwise.
+pub const DEFAULT_SCHEDULER: &str = "logic";
+
+/// A message the protocol does not allow; the transport closes that one connection.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The message layer could not be decoded.
+    #[error("malformed message: {0}")]
+    Malformed(#[from] MessageError),
+    /// Clients may send only requests and notifies.
+    #[error("clients may not send {0:?} messages")]
+    NotFromClient(MessageType),
+}
+
+/// Why an engine could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Two components declare the same route.
+    #[error("route {0} is declared twice")]
+    DuplicateRoute(String),
+    /// More routes than a u16 dictionary code can name.
+    #[error("too many routes for the route dictionary")]
+    TooManyRoutes,
+}
+
+pub(crate) type Decoder = fn(usize, Bytes) -> Result<BoxedPayload, Error>;
+pub(crate) type RunHook<S> = fn(Hook, &Scheduler, usize, &Arc<Shared<S>>) -> oneshot::Receiver<()>;
+
+pub(crate) struct Registration<S> {
+    pub(crate) name: Arc<str>,
+    scheduler: usize,
+    slot: usize,
+    run_hook: RunHook<S>,
+}
+
+pub(crate) struct Route<S> {
+    route: Arc<str>,
+    scheduler: Scheduler,
+    index: usize,
+    component: usize,
+    decode: Decoder,
+    make_job: MakeJob<S>,
+}
+
+/// A built application: route table, schedulers, sessions' shared state. Cheap to clone.
+pub struct Engine<S = Json> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for Engine<S> {
+    fn clone(&self) -> Self {
+        Engine {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<S> {
+    shared: Arc<Shared<S>>,
+    dict: Arc<Dictionary>,
+    compress: bool,
+    routes: Vec<Route<S>>,
+    by_name: HashMap<Arc<str>, usize>,
+    by_code: HashMap<u16, usize>,
+    registrations: Vec<Registration<S>>,
+    handles: Vec<Scheduler>,
+    pending: Mutex<Option<Vec<PendingScheduler>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl<S: Serializer> Engine<S> {
+    /// Starts the schedulers and runs `init` on every component, then `after_init` on every
+    /// component, in registration order. Calling it twice does nothing the second time.
+    pub async fn start(&self) {
+        let Some(pending) = lock(&self.inner.pending).take() else {
+            return;
+        };
+        {
+            let mut tasks = lock(&self.inner.tasks);
+            for p in pending {
+                tasks.push(p.start());
+            }
+        }
+        self.run_hooks(Hook::Init, false).await;
+        self.run_hooks(Hook::AfterInit, false).await;
+    }
+
+    /// Runs `before_shutdown` on every component, in reverse registration order.
+    pub async fn before_shutdown(&self) {
+        self.run_hooks(Hook::BeforeShutdown, true).await;
+    }
+
+    /// Runs `shutdown` on every component in reverse registration order, then stops the
+    /// schedulers after the work already queued, and waits for them.
+    pub async fn shutdown(&self) {
+        self.run_hooks(Hook::Shutdown, true).await;
+        for h in &self.inner.handles {
+            h.stop();
+        }
+        let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    async fn run_hooks(&self, hook: Hook, reverse: bool) {
+        let mut regs: Vec<&Registration<S>> = self.inner.registrations.iter().collect();
+        if reverse {
+            regs.reverse();
+        }
+        for reg in regs {
+            let done = (reg.run_hook)(
+                hook,
+                &self.inner.handles[reg.scheduler],
+                reg.slot,
+                &self.inner.shared,
+            );
+            if done.await.is_err() {
+                tracing::error!(component = %reg.name, ?hook, "lifecycle hook failed");
+            }
+        }
+    }
+
+    /// Opens a session for a new connection whose outbound packets go to `link`.
+    pub fn open_session(&self, link: Arc<dyn Link>) -> Session<S> {
+        Session::new(link, self.inner.shared.clone())
+    }
+
+    /// The route dictionary: every handler route and push route, with codes stable for the
+    /// same set of routes.
+    pub fn dictionary(&self) -> &Dictionary {
+        &self.inner.dict
+    }
+
+    /// Every handler route, in registration order.
+    pub fn routes(&self) -> impl Iterator<Item = &str> + '_ {
+        self.inner.routes.iter().map(|r| &*r.route)
+    }
+
+    /// The component names, in registration order.
+    pub fn components(&self) -> impl Iterator<Item = &str> + '_ {
+        self.inner.registrations.iter().map(|r| &*r.name)
+    }
+
+    /// The largest packet body accepted or sent.
+    pub fn max_packet_size(&self) -> usize {
+        self.inner.shared.max_packet_size
+    }
+
+    /// The `sys` fields of the handshake response that come from the application: `dict`
+    /// (when route compression is on) and `serializer`. The transport adds `heartbeat`.
+    pub fn handshake_sys(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut sys = serde_json::Map::new();
+        if self.inner.compress && !self.inner.dict.is_empty() {
+            sys.insert("dict".into(), self.inner.dict.to_json());
+        }
+        sys.insert("serializer".into(), S::NAME.into());
+        sys
+    }
+
+    /// Decodes the body of a data packet and dispatches it.
+    ///
+    /// # Errors
+    ///
+    /// A [`DispatchError`] when the message is malformed or not one a client may send; the
+    /// caller should close the connection.
+    pub async fn handle_data(
+        &self,
+        session: &Session<S>,
+        body: Bytes,
+    ) -> Result<(), DispatchError> {
+        let msg = Message::decode(body, Some(&self.inner.dict))?;
+        self.dispatch(session, msg).await
+    }
+
+    /// Dispatches one decoded message from a client: pipeline, route lookup, payload decode,
+    /// then the handler call is queued on its component's scheduler. Requests that fail before
+    /// reaching the handler are answered with an error response here.
+    ///
+    /// Waits while the session has too many messages in flight (backpressure on its reader).
+    ///
+    /// # Errors
+    ///
+    /// [`DispatchError::NotFromClient`] for responses and pushes.
+    pub async fn dispatch(&self, session: &Session<S>, msg: Message) -> Result<(), DispatchError> {
+        let id = match msg.kind {
+            MessageType::Request => Some(msg.id),
+            MessageType::Notify => None,
+            other => return Err(DispatchError::NotFromClient(other)),
+        };
+        let route_str = msg.route.as_deref().unwrap_or("");
+        let inbound = &self.inner.shared.pipeline.inbound;
+        if !inbound.is_empty() {
+            let env = Envelope {
+                kind: msg.kind,
+                id: msg.id,
+                route: Some(route_str),
+                payload: &msg.payload,
+            };
+            if let Err(e) = inbound.run(session, &env) {
+                tracing::debug!(session = session.id(), route = route_str, error = %e, "refused by pipeline");
+                Self::fail(session, id, e);
+                return Ok(());
+            }
+        }
+        let found = match msg.route_code {
+            Some(code) => self.inner.by_code.get(&code),
+            None => self.inner.by_name.get(route_str),
+        };
+        let Some(route) = found.map(|&i| &self.inner.routes[i]) else {
+            tracing::debug!(session = session.id(), route = route_str, "route not found");
+            Self::fail(
+                session,
+                id,
+                Error::not_found(format!("route not found: {route_str}")),
+            );
+            return Ok(());
+        };
+        let payload = match (route.decode)(route.index, msg.payload) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(session = session.id(), route = %route.route, error = %e, "undecodable payload");
+                Self::fail(session, id, e);
+                return Ok(());
+            }
+        };
+        let permit = session
+            .inflight()
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| DispatchError::NotFromClient(MessageType::Request));
+        let Ok(permit) = permit else {
+            return Ok(());
+        };
+        let job = (route.make_job)(route.index, session.clone(), id, payload, permit);
+        let slot = self.inner.registrations[route.component].slot;
+        if !route.scheduler.enqueue(slot, job) {
+            Self::fail(session, id, Error::unavailable("server is shutting down"));
+        }
+        Ok(())
+    }
+
+    fn fail(session: &Session<S>, id: Option<u64>, err: Error) {
+        if let Some(id) = id {
+            session.respond(id, Err(err));
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! What every connection of a server shares: the engine, the settings, the live sessions and
+//! the prepared handshake response.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use nano_core::{Engine, Serializer, Session};
+
+use crate::agent;
+use crate::config::ServerConfig;
+
+/// What a server's agents share.
+pub(crate) struct ServerCtx<S> {
+    pub engine: Engine<S>,
+    pub config: ServerConfig,
+    sessions: Mutex<HashMap<u64, Session<S>>>,
+    /// The `sys` of the handshake response, prepared once.
+    handshake_ok: Bytes,
+}
+
+impl<S: Serializer> ServerCtx<S> {
+    pub fn new(engine: Engine<S>, config: ServerConfig) -> Self {
+        let mut sys = engine.handshake_sys();
+        if let Some(hb) = config.heartbeat {
+            sys.insert("heartbeat".into(), hb.as_secs().max(1).into());
+        }
+        let body = serde_json::json!({ "code": 200, "sys": sys });
+        ServerCtx {
+            engine,
+            config,
+            sessions: Mutex::new(HashMap::new()),
+            handshake_ok: body.to_string().into(),
+        }
+    }
+
+    /// The handshake response (code, body) for a client handshake body.
+    pub fn handshake_response(&self, body: &[u8], remote: SocketAddr) -> (u16, Bytes) {
+        let req = match agent::parse_handshake(body, remote) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(%remote, error = %e, "undecodable handshake");
+                return (500, refusal(500, "undecodable handshake"));
+            }
+        };
+        if let Some(v) = &self.config.validator {
+            if let Err(refused) = v(&req) {
+                tracing::info!(%remote, code = refused.code, reason = %refused.reason, "handshake refused");
+                let code = if refused.code == 200 {
+                    500
+                } else {
+                    refused.code
+                };
+                return (code, refusal(code, &refused.reason));
+            }
+        }
+        (200, self.handshake_ok.clone())
+    }
+
+    pub fn register(&self, s: &Session<S>) {
+        self.lock().insert(s.id(), s.clone());
+    }
+
+    pub fn unregister(&self, s: &Session<S>) {
+        self.lock().remove(&s.id());
+    }
+
+    pub fn sessions(&self) -> Vec<Session<S>> {
+        self.lock().values().cloned().collect()
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Session<S>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn refusal(code: u16, msg: &str) -> Bytes {
+    serde_json::json!({ "code": code, "msg": msg })
+        .to_string()
+        .into()
+}

@@ -1,0 +1,201 @@
+//! Listeners: binding, the accept loops with their connection limit and backoff, and turning an
+//! accepted socket (plain, TLS, WebSocket) into an agent.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use nano_core::Serializer;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent;
+use crate::ctx::ServerCtx;
+use crate::http::{self, HttpSide};
+use crate::server::{ConnTracker, Server, Transport};
+use crate::tls::TlsConfig;
+use crate::transport::{StreamSink, StreamSource, TcpSource, WsSink, WsSource};
+
+/// One listener of a server.
+pub(crate) enum ListenerSpec {
+    Tcp {
+        addr: String,
+        tls: Option<TlsConfig>,
+    },
+    WebSocket {
+        addr: String,
+        path: String,
+        tls: Option<TlsConfig>,
+    },
+}
+
+/// Binds every listener and spawns its accept loop.
+pub(crate) async fn bind<S: Serializer>(
+    ctx: Arc<ServerCtx<S>>,
+    specs: Vec<ListenerSpec>,
+    http: Arc<HttpSide>,
+) -> io::Result<Server<S>> {
+    let stop = CancellationToken::new();
+    let conns = Arc::new(ConnTracker {
+        limit: Arc::new(Semaphore::new(ctx.config.max_connections)),
+        max: ctx.config.max_connections,
+        all_done: tokio::sync::Notify::new(),
+    });
+    let mut tasks = JoinSet::new();
+    let mut addrs = Vec::new();
+    for spec in specs {
+        let (addr, ws, tls) = match spec {
+            ListenerSpec::Tcp { addr, tls } => (addr, None, tls),
+            ListenerSpec::WebSocket { addr, path, tls } => (addr, Some(path), tls),
+        };
+        let listener = TcpListener::bind(&addr).await?;
+        let local = listener.local_addr()?;
+        let transport = match (&ws, &tls) {
+            (None, None) => Transport::Tcp,
+            (None, Some(_)) => Transport::TcpTls,
+            (Some(_), None) => Transport::WebSocket,
+            (Some(_), Some(_)) => Transport::WebSocketTls,
+        };
+        tracing::info!(%local, ?transport, "listening");
+        addrs.push((transport, local));
+        let http = ws.map(|path| {
+            Arc::new(HttpSide {
+                ws_path: path,
+                allowed_origins: http.allowed_origins.clone(),
+                handlers: http.handlers.clone(),
+                ws_config: http.ws_config,
+            })
+        });
+        tasks.spawn(accept_loop(
+            listener,
+            ctx.clone(),
+            tls,
+            http,
+            stop.clone(),
+            conns.clone(),
+        ));
+    }
+    Ok(Server {
+        ctx,
+        addrs,
+        stop_accepting: stop,
+        accept_tasks: tasks,
+        conns,
+    })
+}
+
+async fn accept_loop<S: Serializer>(
+    listener: TcpListener,
+    ctx: Arc<ServerCtx<S>>,
+    tls: Option<TlsConfig>,
+    http: Option<Arc<HttpSide>>,
+    stop: CancellationToken,
+    conns: Arc<ConnTracker>,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.cancelled() => return,
+        };
+        let (stream, remote) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(permit) = conns.limit.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, "connection limit reached: refusing");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let tls = tls.clone();
+        let http = http.clone();
+        let conns = conns.clone();
+        tokio::spawn(async move {
+            connection(ctx, stream, remote, tls, http).await;
+            drop(permit);
+            if conns.active() == 0 {
+                conns.all_done.notify_waiters();
+            }
+        });
+    }
+}
+
+async fn connection<S: Serializer>(
+    ctx: Arc<ServerCtx<S>>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    tls: Option<TlsConfig>,
+    http: Option<Arc<HttpSide>>,
+) {
+    match (tls, http) {
+        (None, None) => {
+            let (r, w) = stream.into_split();
+            agent::serve(ctx, TcpSource(r), StreamSink(w), remote).await;
+        }
+        (Some(tls), None) => {
+            let Some(stream) = tls_accept(&ctx, &tls, stream, remote).await else {
+                return;
+            };
+            let (r, w) = tokio::io::split(stream);
+            agent::serve(ctx, StreamSource(r), StreamSink(w), remote).await;
+        }
+        (None, Some(http)) => websocket(ctx, stream, remote, &http).await,
+        (Some(tls), Some(http)) => {
+            if let Some(stream) = tls_accept(&ctx, &tls, stream, remote).await {
+                websocket(ctx, stream, remote, &http).await;
+            }
+        }
+    }
+}
+
+async fn tls_accept<S>(
+    ctx: &ServerCtx<S>,
+    tls: &TlsConfig,
+    stream: TcpStream,
+    remote: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(ctx.config.handshake_timeout, tls.acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::info!(%remote, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%remote, "TLS handshake timeout");
+            None
+        }
+    }
+}
+
+async fn websocket<S, IO>(ctx: Arc<ServerCtx<S>>, stream: IO, remote: SocketAddr, http: &HttpSide)
+where
+    S: Serializer,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let accepted =
+        tokio::time::timeout(ctx.config.handshake_timeout, http::accept(stream, http)).await;
+    match accepted {
+        Ok(Ok(http::Accepted::WebSocket(ws))) => {
+            let (sink, source) = (*ws).split();
+            agent::serve(ctx, WsSource(source), WsSink(sink), remote).await;
+        }
+        Ok(Ok(http::Accepted::Done)) => {}
+        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "http error"),
+        Err(_) => tracing::info!(%remote, "http request head timeout"),
+    }
+}
