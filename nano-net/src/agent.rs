@@ -363,3 +363,20 @@ async fn write_loop<W: PacketSink>(
     }
     state.kill.cancel();
 }
+
+/// A writer future, for the test that keeps per-connection tasks small.
+#[cfg(test)]
+pub(crate) fn write_loop_for_size<W: PacketSink>(sink: W) -> impl std::future::Future<Output = ()> {
+    let state = Arc::new(ConnState {
+        ending: Mutex::new(None),
+        wake_writer: Notify::new(),
+        kill: CancellationToken::new(),
+        closing: AtomicBool::new(false),
+    });
+    write_loop(
+        sink,
+        Arc::new(Outbox::new(1)),
+        state,
+        Duration::from_secs(1),
+    )
+}

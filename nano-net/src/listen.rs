@@ -147,18 +147,26 @@ async fn connection<S: Serializer>(
             let (r, w) = stream.into_split();
             agent::serve(ctx, TcpSource(r), StreamSink(w), remote).await;
         }
+        // The other transports' futures are much larger (TLS and WebSocket state); boxing them
+        // keeps every plain TCP connection's task small.
         (Some(tls), None) => {
-            let Some(stream) = tls_accept(&ctx, &tls, stream, remote).await else {
-                return;
-            };
-            let (r, w) = tokio::io::split(stream);
-            agent::serve(ctx, StreamSource(r), StreamSink(w), remote).await;
+            Box::pin(async move {
+                let Some(stream) = tls_accept(&ctx, &tls, stream, remote).await else {
+                    return;
+                };
+                let (r, w) = tokio::io::split(stream);
+                agent::serve(ctx, StreamSource(r), StreamSink(w), remote).await;
+            })
+            .await;
         }
-        (None, Some(http)) => websocket(ctx, stream, remote, &http).await,
+        (None, Some(http)) => Box::pin(websocket(ctx, stream, remote, &http)).await,
         (Some(tls), Some(http)) => {
-            if let Some(stream) = tls_accept(&ctx, &tls, stream, remote).await {
-                websocket(ctx, stream, remote, &http).await;
-            }
+            Box::pin(async move {
+                if let Some(stream) = tls_accept(&ctx, &tls, stream, remote).await {
+                    websocket(ctx, stream, remote, &http).await;
+                }
+            })
+            .await;
         }
     }
 }
@@ -197,5 +205,46 @@ where
         Ok(Ok(http::Accepted::Done)) => {}
         Ok(Err(e)) => tracing::debug!(%remote, error = %e, "http error"),
         Err(_) => tracing::info!(%remote, "http request head timeout"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size_of_future<F>(_: &F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every connection's tasks live as long as the connection: their futures are the bulk of
+    /// an idle connection's memory, so they must stay small (TLS and WebSocket state is boxed,
+    /// the plain TCP path is not burdened by it).
+    #[tokio::test]
+    async fn a_plain_tcp_connection_keeps_small_tasks() {
+        let engine = nano_core::EngineBuilder::<nano_core::Json>::new()
+            .build()
+            .unwrap();
+        let ctx = Arc::new(ServerCtx::new(
+            engine,
+            crate::config::ServerConfig::default(),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, remote) = listener.accept().await.unwrap();
+        let conn = connection(ctx, stream, remote, None, None);
+        assert!(
+            size_of_future(&conn) <= 1536,
+            "connection task: {}",
+            size_of_future(&conn)
+        );
+        let (_r, w) = client.into_split();
+        let writer = agent::write_loop_for_size(StreamSink(w));
+        assert!(
+            size_of_future(&writer) <= 1024,
+            "writer task: {}",
+            size_of_future(&writer)
+        );
     }
 }

@@ -81,7 +81,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketSink for StreamSink<W> {
 
 /// Writes all of `batch` with as few `writev` calls as the kernel allows.
 async fn write_all_vectored<W: AsyncWrite + Unpin>(w: &mut W, batch: &[Bytes]) -> io::Result<()> {
-    const MAX_SLICES: usize = 64;
+    const MAX_SLICES: usize = 16;
     let mut idx = 0; // first packet not fully written
     let mut off = 0; // bytes of batch[idx] already written
     while idx < batch.len() {
