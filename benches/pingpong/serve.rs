@@ -1,0 +1,161 @@
+//! Servers under test, each in its own process so its CPU time and memory can be read from
+//! `/proc/<pid>`: the bench binary re-executes itself with the hidden `--serve nano|raw|bcast`
+//! flag. The child prints `READY <tcp addr> <ws addr>` once listening and exits when its stdin
+//! closes (the parent ended, however it ended).
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nano::prelude::*;
+use nano::Transport;
+
+use crate::handler::TestHandler;
+
+/// The WebSocket path of the servers started here.
+pub const WS_PATH: &str = "/nano";
+
+/// Which server a child runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// nano with the pingpong component (protobuf).
+    Nano,
+    /// The hand-written baseline.
+    Raw,
+    /// nano with the broadcast component (JSON).
+    Bcast,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Nano => "nano",
+            Kind::Raw => "raw",
+            Kind::Bcast => "bcast",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "nano" => Some(Kind::Nano),
+            "raw" => Some(Kind::Raw),
+            "bcast" => Some(Kind::Bcast),
+            _ => None,
+        }
+    }
+}
+
+/// Child side: runs the server until stdin closes. Never returns.
+pub fn serve_forever(kind: Kind, tcp: &str, ws: &str, heartbeat: u64) -> ! {
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        let mut stdin = io::stdin();
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+    // The same runtime as `App::run`: multi-threaded, one worker per core.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let hb = Some(Duration::from_secs(heartbeat));
+        let (tcp_addr, ws_addr, keep): (SocketAddr, SocketAddr, Box<dyn std::any::Any>) = match kind
+        {
+            Kind::Nano => {
+                let server = nano::app()
+                    .serializer(Protobuf)
+                    .component(TestHandler)
+                    .push_routes(["pong"])
+                    .heartbeat(hb)
+                    .tcp(tcp)
+                    .websocket(ws, WS_PATH)
+                    .start()
+                    .await
+                    .expect("nano server starts");
+                let t = server.addr(Transport::Tcp).expect("tcp");
+                let w = server.addr(Transport::WebSocket).expect("ws");
+                (t, w, Box::new(server))
+            }
+            Kind::Bcast => {
+                let server = crate::broadcast::start_server(tcp, ws, hb)
+                    .await
+                    .expect("broadcast server starts");
+                let t = server.addr(Transport::Tcp).expect("tcp");
+                let w = server.addr(Transport::WebSocket).expect("ws");
+                (t, w, Box::new(server))
+            }
+            Kind::Raw => {
+                let (t, w) = crate::raw_server::start(tcp, ws, heartbeat)
+                    .await
+                    .expect("raw server starts");
+                (t, w, Box::new(()))
+            }
+        };
+        println!("READY {tcp_addr} {ws_addr}");
+        std::future::pending::<()>().await;
+        drop(keep);
+    });
+    unreachable!("the server runs until stdin closes")
+}
+
+/// Parent side: a server child process.
+pub struct ServerProc {
+    child: Child,
+    pub pid: u32,
+    pub tcp: SocketAddr,
+    pub ws: SocketAddr,
+}
+
+impl ServerProc {
+    /// Starts `kind` on ephemeral loopback ports and waits until it listens.
+    pub fn spawn(kind: Kind, heartbeat: u64) -> io::Result<ServerProc> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args([
+                "--serve",
+                kind.name(),
+                "--tcp",
+                "127.0.0.1:0",
+                "--ws",
+                "127.0.0.1:0",
+                "--heartbeat",
+                &heartbeat.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let pid = child.id();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let mut parts = line.split_whitespace();
+        let parsed = match (parts.next(), parts.next(), parts.next()) {
+            (Some("READY"), Some(t), Some(w)) => t.parse().ok().zip(w.parse().ok()),
+            _ => None,
+        };
+        let Some((tcp, ws)) = parsed else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::other(format!(
+                "{} server did not start: {line:?}",
+                kind.name()
+            )));
+        };
+        Ok(ServerProc {
+            child,
+            pid,
+            tcp,
+            ws,
+        })
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
