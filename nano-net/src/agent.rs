@@ -99,11 +99,11 @@ impl Link for ConnLink {
     }
 }
 
-/// Serves one connection until it ends.
+/// Serves one connection until it ends: one task reads, dispatches, and writes.
 pub(crate) async fn serve<S, R, W>(
     ctx: Arc<ServerCtx<S>>,
     mut source: R,
-    sink: W,
+    mut sink: W,
     remote: SocketAddr,
 ) where
     S: Serializer,
@@ -117,25 +117,22 @@ pub(crate) async fn serve<S, R, W>(
         kill: CancellationToken::new(),
         closing: AtomicBool::new(false),
     });
-    let writer = tokio::spawn(write_loop(
-        sink,
-        outbox.clone(),
-        state.clone(),
-        ctx.config.shutdown_timeout,
-    ));
     let link = Arc::new(ConnLink {
-        outbox,
+        outbox: outbox.clone(),
         state: state.clone(),
         remote,
         policy: ctx.config.on_full_queue,
     });
-
+    let close_timeout = ctx.config.shutdown_timeout;
+    let mut batch: Vec<Bytes> = Vec::new();
     let mut buf = BytesMut::new();
     let mut codec = PacketCodec::new(ctx.engine.max_packet_size());
 
     match handshake(
         &ctx,
         &mut source,
+        &mut sink,
+        &mut batch,
         &mut buf,
         &mut codec,
         &link,
@@ -148,7 +145,7 @@ pub(crate) async fn serve<S, R, W>(
         Err(reason) => {
             tracing::debug!(%remote, reason, "handshake failed");
             state.end(Ending::ProtocolError(reason));
-            finish(writer, &state).await;
+            close_out(&mut sink, &outbox, &state, close_timeout, batch).await;
             return;
         }
     }
@@ -175,6 +172,13 @@ pub(crate) async fn serve<S, R, W>(
                             if let Err(e) = ctx.engine.handle_data(&session, packet.body).await {
                                 break 'conn Some(e.to_string());
                             }
+                            // A long pipelined burst: write replies as they pile up rather than
+                            // after the whole burst, so the queue never fills from our side.
+                            if outbox.len() >= outbox.capacity() / 2
+                                && !flush(&outbox, &mut sink, &mut batch, &state).await
+                            {
+                                break 'conn None;
+                            }
                         }
                         PacketType::Heartbeat => {}
                         other => break 'conn Some(format!("unexpected {other:?} packet")),
@@ -185,6 +189,14 @@ pub(crate) async fn serve<S, R, W>(
             }
         }
         tokio::select! {
+            biased;
+            _ = state.kill.cancelled() => break None,
+            _ = state.wake_writer.notified() => break None,
+            _ = outbox.ready() => {
+                if !flush(&outbox, &mut sink, &mut batch, &state).await {
+                    break None;
+                }
+            }
             r = source.read_into(&mut buf) => match r {
                 Ok(0) => break None,
                 Ok(_) => {}
@@ -201,7 +213,6 @@ pub(crate) async fn serve<S, R, W>(
                     let _ = link.send(p);
                 }
             }
-            _ = state.kill.cancelled() => break None,
         }
     };
     if let Some(reason) = &reason {
@@ -212,7 +223,7 @@ pub(crate) async fn serve<S, R, W>(
     }
     session.closed();
     ctx.unregister(&session);
-    finish(writer, &state).await;
+    close_out(&mut sink, &outbox, &state, close_timeout, batch).await;
     tracing::debug!(%remote, session = session.id(), "session closed");
 }
 
@@ -225,22 +236,86 @@ async fn tick(ticker: &mut Option<tokio::time::Interval>) {
     }
 }
 
-/// Waits (bounded) for the writer to flush and close.
-async fn finish(writer: tokio::task::JoinHandle<()>, state: &ConnState) {
-    let abort = writer.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(10), writer)
-        .await
-        .is_err()
-    {
-        state.kill.cancel();
-        abort.abort();
+const MAX_BATCH: usize = 256;
+
+/// Writes everything queued; false when the connection must stop (write error or kill).
+async fn flush<W: PacketSink>(
+    outbox: &Outbox,
+    sink: &mut W,
+    batch: &mut Vec<Bytes>,
+    state: &ConnState,
+) -> bool {
+    loop {
+        outbox.take(batch, MAX_BATCH);
+        if batch.is_empty() {
+            return true;
+        }
+        let r = tokio::select! {
+            r = sink.send_batch(batch) => r,
+            _ = state.kill.cancelled() => {
+                batch.clear();
+                return false;
+            }
+        };
+        batch.clear();
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "write failed");
+            state.closing.store(true, Ordering::Release);
+            state.kill.cancel();
+            return false;
+        }
     }
 }
 
-/// Reads the Handshake, answers it, and waits for the HandshakeAck.
-async fn handshake<S: Serializer, R: PacketSource>(
+/// Graceful end: what is queued, then the kick, then close (bounded); nothing when killed.
+async fn close_out<W: PacketSink>(
+    sink: &mut W,
+    outbox: &Outbox,
+    state: &ConnState,
+    close_timeout: Duration,
+    mut batch: Vec<Bytes>,
+) {
+    batch.clear();
+    batch.extend(outbox.close());
+    if state.kill.is_cancelled() {
+        return;
+    }
+    let ending = state
+        .ending
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or(Ending::Close);
+    let mut error = None;
+    match ending {
+        Ending::Kick(reason) => {
+            let body = reason
+                .map(|r| serde_json::json!({ "reason": r }).to_string())
+                .unwrap_or_default();
+            if let Ok(p) = Packet::new(PacketType::Kick, body.into_bytes()).encode() {
+                batch.push(p);
+            }
+        }
+        Ending::ProtocolError(reason) => error = Some(reason),
+        Ending::Close => {}
+    }
+    let close = async {
+        if !batch.is_empty() {
+            sink.send_batch(&batch).await?;
+        }
+        sink.shutdown(error).await
+    };
+    let _ = tokio::time::timeout(close_timeout, close).await;
+    state.kill.cancel();
+}
+
+/// Reads the Handshake, answers it (written at once), and waits for the HandshakeAck.
+#[allow(clippy::too_many_arguments)]
+async fn handshake<S: Serializer, R: PacketSource, W: PacketSink>(
     ctx: &ServerCtx<S>,
     source: &mut R,
+    sink: &mut W,
+    batch: &mut Vec<Bytes>,
     buf: &mut BytesMut,
     codec: &mut PacketCodec,
     link: &ConnLink,
@@ -260,6 +335,9 @@ async fn handshake<S: Serializer, R: PacketSource>(
                     link.send(packet).map_err(|e| e.to_string())?;
                     if code != 200 {
                         return Err(format!("handshake refused with code {code}"));
+                    }
+                    if !flush(&link.outbox, sink, batch, state).await {
+                        return Err("write failed during handshake".into());
                     }
                     answered = true;
                 }
@@ -291,92 +369,4 @@ pub(crate) fn parse_handshake(
         user: v.get("user").cloned().unwrap_or_default(),
         remote,
     })
-}
-
-/// Drains the queue in batches until the connection ends.
-async fn write_loop<W: PacketSink>(
-    mut sink: W,
-    outbox: Arc<Outbox>,
-    state: Arc<ConnState>,
-    close_timeout: Duration,
-) {
-    const MAX_BATCH: usize = 256;
-    let mut batch: Vec<Bytes> = Vec::new();
-    'run: loop {
-        tokio::select! {
-            biased;
-            _ = state.kill.cancelled() => return,
-            _ = state.wake_writer.notified() => break 'run,
-            _ = outbox.ready() => {}
-        }
-        loop {
-            outbox.take(&mut batch, MAX_BATCH);
-            if batch.is_empty() {
-                break;
-            }
-            let r = tokio::select! {
-                r = sink.send_batch(&batch) => r,
-                _ = state.kill.cancelled() => return,
-            };
-            batch.clear();
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "write failed");
-                state.closing.store(true, Ordering::Release);
-                state.kill.cancel();
-                return;
-            }
-        }
-        if batch.capacity() > MAX_BATCH / 16 {
-            batch = Vec::new();
-        }
-    }
-    // Graceful end: what is queued, then the kick, then close.
-    batch.extend(outbox.close());
-    let ending = state
-        .ending
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
-        .unwrap_or(Ending::Close);
-    let mut error = None;
-    match ending {
-        Ending::Kick(reason) => {
-            let body = reason
-                .map(|r| serde_json::json!({ "reason": r }).to_string())
-                .unwrap_or_default();
-            if let Ok(p) = Packet::new(PacketType::Kick, body.into_bytes()).encode() {
-                batch.push(p);
-            }
-        }
-        Ending::ProtocolError(reason) => error = Some(reason),
-        Ending::Close => {}
-    }
-    let close = async {
-        if !batch.is_empty() {
-            sink.send_batch(&batch).await?;
-        }
-        sink.shutdown(error).await
-    };
-    tokio::select! {
-        _ = tokio::time::timeout(close_timeout, close) => {}
-        _ = state.kill.cancelled() => {}
-    }
-    state.kill.cancel();
-}
-
-/// A writer future, for the test that keeps per-connection tasks small.
-#[cfg(test)]
-pub(crate) fn write_loop_for_size<W: PacketSink>(sink: W) -> impl std::future::Future<Output = ()> {
-    let state = Arc::new(ConnState {
-        ending: Mutex::new(None),
-        wake_writer: Notify::new(),
-        kill: CancellationToken::new(),
-        closing: AtomicBool::new(false),
-    });
-    write_loop(
-        sink,
-        Arc::new(Outbox::new(1)),
-        state,
-        Duration::from_secs(1),
-    )
 }

@@ -216,9 +216,9 @@ mod tests {
         std::mem::size_of::<F>()
     }
 
-    /// Every connection's tasks live as long as the connection: their futures are the bulk of
-    /// an idle connection's memory, so they must stay small (TLS and WebSocket state is boxed,
-    /// the plain TCP path is not burdened by it).
+    /// A connection's task lives as long as the connection: its future is the bulk of an idle
+    /// connection's memory, so it must stay small (TLS and WebSocket state is boxed, the plain
+    /// TCP path is not burdened by it).
     #[tokio::test]
     async fn a_plain_tcp_connection_keeps_small_tasks() {
         let engine = nano_core::EngineBuilder::<nano_core::Json>::new()
@@ -235,16 +235,10 @@ mod tests {
         let (stream, remote) = listener.accept().await.unwrap();
         let conn = connection(ctx, stream, remote, None, None);
         assert!(
-            size_of_future(&conn) <= 1536,
+            size_of_future(&conn) <= 2048,
             "connection task: {}",
             size_of_future(&conn)
         );
-        let (_r, w) = client.into_split();
-        let writer = agent::write_loop_for_size(StreamSink(w));
-        assert!(
-            size_of_future(&writer) <= 1024,
-            "writer task: {}",
-            size_of_future(&writer)
-        );
+        drop(client);
     }
 }

@@ -65,6 +65,16 @@ impl Outbox {
         Ok(())
     }
 
+    /// Packets queued now.
+    pub fn len(&self) -> usize {
+        self.lock().packets.len()
+    }
+
+    /// The most packets the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Waits until something may be queued.
     pub async fn ready(&self) {
         self.ready.notified().await;

@@ -51,17 +51,13 @@ impl PacketSource for TcpSource {
         if buf.is_empty() && buf.capacity() > 0 {
             *buf = BytesMut::new();
         }
-        loop {
-            self.0.readable().await?;
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(4096);
-            }
-            match self.0.try_read_buf(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
+        self.0.readable().await?;
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
         }
+        // `read_buf`, not `try_read_buf`: a short read clears the socket's readiness, saving
+        // the extra read that would only return "would block".
+        self.0.read_buf(buf).await
     }
 }
 
