@@ -473,12 +473,15 @@ async fn components_on_their_own_schedulers_run_in_parallel() {
     )
     .await
     .unwrap();
+    // Two clients, each on its own task, as two connections are.
     let a = h.connect();
     let b = h.connect();
-    let (waited, released) = tokio::join!(a.request::<_, bool>("Waiter.Wait", &()), async {
+    let waited = tokio::spawn(async move { a.request::<_, bool>("Waiter.Wait", &()).await });
+    let released = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(20)).await;
         b.request::<_, ()>("Releaser.Release", &()).await
     });
+    let (waited, released) = (waited.await.unwrap(), released.await.unwrap());
     released.unwrap();
     assert!(
         waited.unwrap(),
@@ -569,4 +572,45 @@ async fn the_dictionary_is_stable_and_offered_in_the_handshake() {
     );
     let dup = EngineBuilder::new().component(Echo).component(Echo).build();
     assert!(dup.is_err(), "the same route twice is refused");
+}
+
+// ---------------------------------------------------------------------------------------------
+// An async handler holds its scheduler until it completes.
+
+#[derive(Default)]
+struct Mixed {
+    log: Vec<&'static str>,
+}
+
+#[component]
+impl Mixed {
+    pub async fn slow(&mut self, _s: &Session) -> Result<()> {
+        self.log.push("slow started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.log.push("slow done");
+        Ok(())
+    }
+
+    pub fn fast(&mut self, _s: &Session) -> Result<()> {
+        self.log.push("fast");
+        Ok(())
+    }
+
+    pub fn log(&self, _s: &Session) -> Result<Vec<&'static str>> {
+        Ok(self.log.clone())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_after_an_async_handler_wait_for_it() {
+    let h = Harness::start(EngineBuilder::new().component(Mixed::default()))
+        .await
+        .unwrap();
+    let a = h.connect();
+    let b = h.connect();
+    a.notify("Mixed.Slow", &()).await.unwrap();
+    b.notify("Mixed.Fast", &()).await.unwrap();
+    a.notify("Mixed.Fast", &()).await.unwrap();
+    let log: Vec<String> = b.request("Mixed.Log", &()).await.unwrap();
+    assert_eq!(log, ["slow started", "slow done", "fast", "fast"]);
 }

@@ -175,10 +175,7 @@ impl<C: Component> Context<C> {
     /// `scheduler.Run`).
     pub fn run(&self, f: impl FnOnce(&mut C) + Send + 'static) {
         let f = on_slot::<C>(f);
-        let job: crate::scheduler::JobFn = Box::new(move |state| {
-            f(state);
-            None
-        });
+        let job = crate::scheduler::Job::Sync(Box::new(move |state| f(state)));
         if !self.scheduler.enqueue(self.slot, job) {
             tracing::debug!(component = C::NAME, "scheduler stopped; job dropped");
         }

@@ -152,6 +152,10 @@ pub(crate) async fn serve<S, R, W>(
 
     let session = ctx.engine.open_session(link.clone());
     ctx.register(&session);
+    if ctx.shutting_down.is_cancelled() {
+        // Shutdown took its list of sessions before this one was registered.
+        session.kick_with_reason(Some("server shutting down"));
+    }
     tracing::debug!(%remote, session = session.id(), "session opened");
 
     let heartbeat = ctx.config.heartbeat;

@@ -16,6 +16,8 @@ pub(crate) struct ServerCtx<S> {
     pub engine: Engine<S>,
     pub config: ServerConfig,
     sessions: Mutex<HashMap<u64, Session<S>>>,
+    /// Cancelled when graceful shutdown starts.
+    pub shutting_down: tokio_util::sync::CancellationToken,
     /// The `sys` of the handshake response, prepared once.
     handshake_ok: Bytes,
 }
@@ -31,6 +33,7 @@ impl<S: Serializer> ServerCtx<S> {
             engine,
             config,
             sessions: Mutex::new(HashMap::new()),
+            shutting_down: tokio_util::sync::CancellationToken::new(),
             handshake_ok: body.to_string().into(),
         }
     }

@@ -88,6 +88,8 @@ impl<S: Serializer> Server<S> {
         self.stop_accepting.cancel();
         while self.accept_tasks.join_next().await.is_some() {}
         self.ctx.engine.before_shutdown().await;
+        // Connections still in their handshake see this and kick themselves once registered.
+        self.ctx.shutting_down.cancel();
         for s in self.ctx.sessions() {
             s.kick_with_reason(Some("server shutting down"));
         }

@@ -8,7 +8,7 @@ use futures_util::FutureExt;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::component::{BoxedPayload, Call, Responder};
-use crate::scheduler::{JobFn, Scheduler};
+use crate::scheduler::{Job, Scheduler};
 use crate::shared::Shared;
 use crate::{Component, Context, Error, Serializer, Session};
 
@@ -22,7 +22,7 @@ pub(crate) enum Hook {
 
 /// Makes the job that calls handler `index` of a component type.
 pub(crate) type MakeJob<S> =
-    fn(usize, Session<S>, Option<u64>, BoxedPayload, OwnedSemaphorePermit) -> JobFn;
+    fn(usize, Session<S>, Option<u64>, BoxedPayload, OwnedSemaphorePermit) -> Job;
 
 pub(crate) fn run_hook<C: Component>(
     hook: Hook,
@@ -37,7 +37,7 @@ pub(crate) fn run_hook<C: Component>(
         shared: shared.clone(),
         _component: PhantomData,
     };
-    let job: JobFn = Box::new(move |state| {
+    let job = Job::Sync(Box::new(move |state| {
         if let Some(c) = state.downcast_mut::<C>() {
             match hook {
                 Hook::Init => c.init(&ctx),
@@ -47,8 +47,7 @@ pub(crate) fn run_hook<C: Component>(
             }
         }
         let _ = tx.send(());
-        None
-    });
+    }));
     if !scheduler.enqueue(slot, job) {
         tracing::debug!(component = C::NAME, ?hook, "scheduler stopped before hook");
     }
@@ -88,12 +87,15 @@ pub(crate) fn make_job<C: Component>(
     id: Option<u64>,
     payload: BoxedPayload,
     permit: OwnedSemaphorePermit,
-) -> JobFn {
+) -> Job {
     let is_async = C::HANDLERS.get(index).is_some_and(|h| h.is_async);
     if is_async {
-        Box::new(move |state| {
-            let c = state.downcast_mut::<C>()?;
-            Some(Box::pin(async move {
+        Job::Async(Box::new(move |state| {
+            let Some(c) = state.downcast_mut::<C>() else {
+                tracing::error!(component = C::NAME, "scheduler slot holds another type");
+                return Box::pin(async {});
+            };
+            Box::pin(async move {
                 let _permit = permit;
                 let run = async {
                     let reply = Responder {
@@ -107,12 +109,15 @@ pub(crate) fn make_job<C: Component>(
                 if let Err(p) = AssertUnwindSafe(run).catch_unwind().await {
                     handler_panicked(&session, id, C::NAME, index, p.as_ref());
                 }
-            }))
-        })
+            })
+        }))
     } else {
-        Box::new(move |state| {
+        Job::Sync(Box::new(move |state| {
             let _permit = permit;
-            let c = state.downcast_mut::<C>()?;
+            let Some(c) = state.downcast_mut::<C>() else {
+                tracing::error!(component = C::NAME, "scheduler slot holds another type");
+                return;
+            };
             let reply = Responder {
                 session: &session,
                 id,
@@ -134,7 +139,6 @@ pub(crate) fn make_job<C: Component>(
                 }
                 Err(p) => handler_panicked(&session, id, C::NAME, index, p.as_ref()),
             }
-            None
-        })
+        }))
     }
 }
