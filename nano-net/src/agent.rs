@@ -14,7 +14,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use nano_core::protocol::{Packet, PacketCodec, PacketType};
 use nano_core::{Link, SendError, Serializer};
-use tokio::sync::Notify;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -34,11 +33,12 @@ enum Ending {
     ProtocolError(String),
 }
 
-/// State shared by the reader, the writer and the session's link.
+/// State shared by the connection's task and the session's link.
 struct ConnState {
+    /// Outbound packets; its wake-up is the task's one event source besides the socket.
+    outbox: Outbox,
     ending: Mutex<Option<Ending>>,
-    wake_writer: Notify,
-    /// Stops everything at once (abort, or the writer finished closing).
+    /// Stops everything at once (abort, or closing finished).
     kill: CancellationToken,
     closing: AtomicBool,
 }
@@ -49,14 +49,20 @@ impl ConnState {
         if e.is_none() {
             *e = Some(how);
             self.closing.store(true, Ordering::Release);
-            self.wake_writer.notify_one();
+            self.outbox.wake();
         }
+    }
+
+    /// Stops the connection at once, without flushing.
+    fn abort(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.kill.cancel();
+        self.outbox.wake();
     }
 }
 
 /// The session's outbound path: a bounded queue drained by the writer task.
 struct ConnLink {
-    outbox: Arc<Outbox>,
     state: Arc<ConnState>,
     remote: SocketAddr,
     policy: FullQueuePolicy,
@@ -67,15 +73,14 @@ impl Link for ConnLink {
         if self.state.closing.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
-        match self.outbox.push(packet) {
+        match self.state.outbox.push(packet) {
             Ok(()) => Ok(()),
             Err(PushError::Closed) => Err(SendError::Closed),
             Err(PushError::Full) => {
                 match self.policy {
                     FullQueuePolicy::Disconnect => {
                         tracing::warn!(remote = %self.remote, "send queue full: client not reading, disconnecting");
-                        self.state.closing.store(true, Ordering::Release);
-                        self.state.kill.cancel();
+                        self.state.abort();
                     }
                     FullQueuePolicy::DropAndWarn => {
                         tracing::warn!(remote = %self.remote, "send queue full: packet dropped");
@@ -110,15 +115,14 @@ pub(crate) async fn serve<S, R, W>(
     R: PacketSource,
     W: PacketSink,
 {
-    let outbox = Arc::new(Outbox::new(ctx.config.send_queue));
     let state = Arc::new(ConnState {
+        outbox: Outbox::new(ctx.config.send_queue),
         ending: Mutex::new(None),
-        wake_writer: Notify::new(),
         kill: CancellationToken::new(),
         closing: AtomicBool::new(false),
     });
+    let outbox = &state.outbox;
     let link = Arc::new(ConnLink {
-        outbox: outbox.clone(),
         state: state.clone(),
         remote,
         policy: ctx.config.on_full_queue,
@@ -145,7 +149,7 @@ pub(crate) async fn serve<S, R, W>(
         Err(reason) => {
             tracing::debug!(%remote, reason, "handshake failed");
             state.end(Ending::ProtocolError(reason));
-            close_out(&mut sink, &outbox, &state, close_timeout, batch).await;
+            close_out(&mut sink, &state, close_timeout, batch).await;
             return;
         }
     }
@@ -165,6 +169,8 @@ pub(crate) async fn serve<S, R, W>(
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
+    let events = outbox.notified();
+    tokio::pin!(events);
     let reason: Option<String> = 'conn: loop {
         // Everything already buffered first (pipelined packets).
         loop {
@@ -179,7 +185,7 @@ pub(crate) async fn serve<S, R, W>(
                             // A long pipelined burst: write replies as they pile up rather than
                             // after the whole burst, so the queue never fills from our side.
                             if outbox.len() >= outbox.capacity() / 2
-                                && !flush(&outbox, &mut sink, &mut batch, &state).await
+                                && !flush(&mut sink, &mut batch, &state).await
                             {
                                 break 'conn None;
                             }
@@ -194,10 +200,12 @@ pub(crate) async fn serve<S, R, W>(
         }
         tokio::select! {
             biased;
-            _ = state.kill.cancelled() => break None,
-            _ = state.wake_writer.notified() => break None,
-            _ = outbox.ready() => {
-                if !flush(&outbox, &mut sink, &mut batch, &state).await {
+            _ = &mut events => {
+                events.set(outbox.notified());
+                if state.closing.load(Ordering::Acquire) {
+                    break None; // ended or aborted: close_out flushes what is queued
+                }
+                if !flush(&mut sink, &mut batch, &state).await {
                     break None;
                 }
             }
@@ -227,7 +235,7 @@ pub(crate) async fn serve<S, R, W>(
     }
     session.closed();
     ctx.unregister(&session);
-    close_out(&mut sink, &outbox, &state, close_timeout, batch).await;
+    close_out(&mut sink, &state, close_timeout, batch).await;
     tracing::debug!(%remote, session = session.id(), "session closed");
 }
 
@@ -243,18 +251,15 @@ async fn tick(ticker: &mut Option<tokio::time::Interval>) {
 const MAX_BATCH: usize = 256;
 
 /// Writes everything queued; false when the connection must stop (write error or kill).
-async fn flush<W: PacketSink>(
-    outbox: &Outbox,
-    sink: &mut W,
-    batch: &mut Vec<Bytes>,
-    state: &ConnState,
-) -> bool {
+async fn flush<W: PacketSink>(sink: &mut W, batch: &mut Vec<Bytes>, state: &ConnState) -> bool {
     loop {
-        outbox.take(batch, MAX_BATCH);
+        state.outbox.take(batch, MAX_BATCH);
         if batch.is_empty() {
             return true;
         }
+        // Biased: a write that completes at once never registers interest in the kill.
         let r = tokio::select! {
+            biased;
             r = sink.send_batch(batch) => r,
             _ = state.kill.cancelled() => {
                 batch.clear();
@@ -264,8 +269,7 @@ async fn flush<W: PacketSink>(
         batch.clear();
         if let Err(e) = r {
             tracing::debug!(error = %e, "write failed");
-            state.closing.store(true, Ordering::Release);
-            state.kill.cancel();
+            state.abort();
             return false;
         }
     }
@@ -274,13 +278,12 @@ async fn flush<W: PacketSink>(
 /// Graceful end: what is queued, then the kick, then close (bounded); nothing when killed.
 async fn close_out<W: PacketSink>(
     sink: &mut W,
-    outbox: &Outbox,
     state: &ConnState,
     close_timeout: Duration,
     mut batch: Vec<Bytes>,
 ) {
     batch.clear();
-    batch.extend(outbox.close());
+    batch.extend(state.outbox.close());
     if state.kill.is_cancelled() {
         return;
     }
@@ -340,7 +343,7 @@ async fn handshake<S: Serializer, R: PacketSource, W: PacketSink>(
                     if code != 200 {
                         return Err(format!("handshake refused with code {code}"));
                     }
-                    if !flush(&link.outbox, sink, batch, state).await {
+                    if !flush(sink, batch, state).await {
                         return Err("write failed during handshake".into());
                     }
                     answered = true;

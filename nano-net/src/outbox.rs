@@ -75,9 +75,16 @@ impl Outbox {
         self.capacity
     }
 
-    /// Waits until something may be queued.
-    pub async fn ready(&self) {
-        self.ready.notified().await;
+    /// A future that completes at the next wake-up: a packet queued into an empty queue, or
+    /// [`Outbox::wake`]. Keep it across loop turns (re-arm it after it fires) so waiting costs
+    /// nothing per turn.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.ready.notified()
+    }
+
+    /// Wakes the connection's task (to close, or to stop).
+    pub fn wake(&self) {
+        self.ready.notify_one();
     }
 
     /// Moves up to `max` queued packets into `batch`; releases spare slots once drained.
