@@ -163,7 +163,10 @@ pub(crate) async fn serve<S, R, W>(
     tracing::debug!(%remote, session = session.id(), "session opened");
 
     let heartbeat = ctx.config.heartbeat;
-    let mut last_seen = Instant::now();
+    // Liveness without reading the clock per packet: a packet sets `heard`; each heartbeat
+    // tick clears it, and two ticks in a row without a packet (silence for 2 × interval) kick.
+    let mut heard = true;
+    let mut silent_ticks = 0u32;
     let mut ticker = heartbeat.map(|d| {
         let mut t = tokio::time::interval_at(Instant::now() + d, d);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -176,7 +179,7 @@ pub(crate) async fn serve<S, R, W>(
         loop {
             match codec.decode(&mut buf) {
                 Ok(Some(packet)) => {
-                    last_seen = Instant::now();
+                    heard = true;
                     match packet.kind {
                         PacketType::Data => {
                             if let Err(e) = ctx.engine.handle_data(&session, packet.body).await {
@@ -215,8 +218,11 @@ pub(crate) async fn serve<S, R, W>(
                 Err(e) => break Some(e.to_string()),
             },
             _ = tick(&mut ticker) => {
-                let Some(interval) = heartbeat else { continue };
-                if last_seen.elapsed() > interval * 2 {
+                if heartbeat.is_none() {
+                    continue;
+                }
+                silent_ticks = if std::mem::take(&mut heard) { 0 } else { silent_ticks + 1 };
+                if silent_ticks >= 2 {
                     tracing::info!(%remote, session = session.id(), "heartbeat timeout: kicking");
                     session.kick_with_reason(Some("heartbeat timeout"));
                     break None;
