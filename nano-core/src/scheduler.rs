@@ -219,9 +219,7 @@ impl Core {
     fn run_queue(&self, mut slots: OwnedMutexGuard<Slots>) -> Option<Command> {
         loop {
             let next = lock(&self.queue).pop_front();
-            let Some(Queued { slot, job }) = next else {
-                return None;
-            };
+            let Queued { slot, job } = next?;
             let Some(state) = slots.get_mut(slot) else {
                 continue;
             };

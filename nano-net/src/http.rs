@@ -184,28 +184,12 @@ where
         if stream.read_buf(&mut buf).await? == 0 {
             return Ok(Accepted::Done);
         }
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut parsed = httparse::Request::new(&mut headers);
-        match parsed.parse(&buf) {
-            Ok(httparse::Status::Complete(n)) => {
-                let req = HttpRequest {
-                    method: parsed.method.unwrap_or("").to_owned(),
-                    path: parsed.path.unwrap_or("").to_owned(),
-                    headers: parsed
-                        .headers
-                        .iter()
-                        .map(|h| {
-                            (
-                                h.name.to_ascii_lowercase(),
-                                String::from_utf8_lossy(h.value).into_owned(),
-                            )
-                        })
-                        .collect(),
-                };
-                break (req, n);
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(_) => {
+        // Parse without awaiting while the header array is alive, so it never becomes part
+        // of the connection's future.
+        match parse_head(&buf) {
+            Ok(Some(parsed)) => break parsed,
+            Ok(None) => {}
+            Err(()) => {
                 respond(&mut stream, &HttpResponse::plain(400, "bad request"), false).await?;
                 return Ok(Accepted::Done);
             }
@@ -258,6 +242,33 @@ where
     }
     respond(&mut stream, &HttpResponse::plain(404, "not found"), false).await?;
     Ok(Accepted::Done)
+}
+
+/// A complete request head and its length, `None` when more bytes are needed.
+fn parse_head(buf: &[u8]) -> Result<Option<(HttpRequest, usize)>, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => Ok(Some((
+            HttpRequest {
+                method: parsed.method.unwrap_or("").to_owned(),
+                path: parsed.path.unwrap_or("").to_owned(),
+                headers: parsed
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect(),
+            },
+            n,
+        ))),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(()),
+    }
 }
 
 async fn respond<S: AsyncWrite + Unpin>(

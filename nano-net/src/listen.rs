@@ -195,8 +195,12 @@ where
     S: Serializer,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let accepted =
-        tokio::time::timeout(ctx.config.handshake_timeout, http::accept(stream, http)).await;
+    // Boxed: the HTTP phase is over once upgraded, so it must not stay in this future.
+    let accepted = tokio::time::timeout(
+        ctx.config.handshake_timeout,
+        Box::pin(http::accept(stream, http)),
+    )
+    .await;
     match accepted {
         Ok(Ok(http::Accepted::WebSocket(ws))) => {
             let (sink, source) = (*ws).split();
@@ -220,25 +224,46 @@ mod tests {
     /// connection's memory, so it must stay small (TLS and WebSocket state is boxed, the plain
     /// TCP path is not burdened by it).
     #[tokio::test]
-    async fn a_plain_tcp_connection_keeps_small_tasks() {
-        let engine = nano_core::EngineBuilder::<nano_core::Json>::new()
-            .build()
-            .unwrap();
-        let ctx = Arc::new(ServerCtx::new(
-            engine,
-            crate::config::ServerConfig::default(),
-        ));
+    async fn connection_tasks_stay_small() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (stream, remote) = listener.accept().await.unwrap();
-        let conn = connection(ctx, stream, remote, None, None);
+        let conn = connection(ctx(), stream, remote, None, None);
         assert!(
             size_of_future(&conn) <= 2048,
             "connection task: {}",
             size_of_future(&conn)
         );
         drop(client);
+
+        // A WebSocket connection keeps only the upgraded stream's agent, not the HTTP phase.
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, remote) = listener.accept().await.unwrap();
+        let side = HttpSide {
+            ws_path: "/nano".into(),
+            allowed_origins: None,
+            handlers: Vec::new(),
+            ws_config: Default::default(),
+        };
+        let ws = websocket(ctx(), stream, remote, &side);
+        assert!(
+            size_of_future(&ws) <= 2048,
+            "websocket task: {}",
+            size_of_future(&ws)
+        );
+    }
+
+    fn ctx() -> Arc<ServerCtx<nano_core::Json>> {
+        let engine = nano_core::EngineBuilder::<nano_core::Json>::new()
+            .build()
+            .unwrap();
+        Arc::new(ServerCtx::new(
+            engine,
+            crate::config::ServerConfig::default(),
+        ))
     }
 }

@@ -111,6 +111,10 @@ pub(crate) struct WsSource<S>(pub SplitStream<WebSocketStream<S>>);
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> PacketSource for WsSource<S> {
     async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        // Hold no buffer while idle.
+        if buf.is_empty() && buf.capacity() > 0 {
+            *buf = BytesMut::new();
+        }
         loop {
             match self.0.next().await {
                 None => return Ok(0),
