@@ -278,39 +278,17 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
         nofile
     );
 
-    // The external target, if any.
-    let ext_tcp = args
-        .addr
-        .as_deref()
-        .filter(|_| args.ws_path.is_none() || args.ws_addr.is_some())
-        .map(|a| Target::Tcp(resolve(a)));
-    let ext_ws = match (&args.addr, &args.ws_addr, &args.ws_path) {
-        (_, Some(w), p) => Some(Target::Ws {
-            addr: resolve(w),
-            path: p.clone().unwrap_or_else(|| WS_PATH.into()),
-        }),
-        (Some(a), None, Some(p)) => Some(Target::Ws {
-            addr: resolve(a),
-            path: p.clone(),
-        }),
-        _ => None,
-    };
-    let ext_base_tcp = args
-        .baseline_addr
-        .as_deref()
-        .filter(|_| args.ws_path.is_none() || args.baseline_ws_addr.is_some())
-        .map(|a| Target::Tcp(resolve(a)));
-    let ext_base_ws = match (&args.baseline_addr, &args.baseline_ws_addr, &args.ws_path) {
-        (_, Some(w), p) => Some(Target::Ws {
-            addr: resolve(w),
-            path: p.clone().unwrap_or_else(|| WS_PATH.into()),
-        }),
-        (Some(a), None, Some(p)) => Some(Target::Ws {
-            addr: resolve(a),
-            path: p.clone(),
-        }),
-        _ => None,
-    };
+    // The external target, if any, and an external baseline.
+    let (ext_tcp, ext_ws) = external_targets(
+        args.addr.as_deref(),
+        args.ws_addr.as_deref(),
+        args.ws_path.as_deref(),
+    );
+    let (ext_base_tcp, ext_base_ws) = external_targets(
+        args.baseline_addr.as_deref(),
+        args.baseline_ws_addr.as_deref(),
+        args.ws_path.as_deref(),
+    );
     let ours_name = if external { "external" } else { "nano" };
 
     let mut cases = Vec::new();
@@ -537,4 +515,28 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
     }
     println!("total time {:.0}s", started.elapsed().as_secs_f64());
     0
+}
+
+/// The TCP and WebSocket targets named by `--addr`/`--ws-addr`/`--ws-path` (or their
+/// `--baseline-` forms): `addr` is a TCP target unless only a WebSocket path was given for it.
+fn external_targets(
+    addr: Option<&str>,
+    ws_addr: Option<&str>,
+    ws_path: Option<&str>,
+) -> (Option<Target>, Option<Target>) {
+    let tcp = addr
+        .filter(|_| ws_path.is_none() || ws_addr.is_some())
+        .map(|a| Target::Tcp(resolve(a)));
+    let ws = match (addr, ws_addr, ws_path) {
+        (_, Some(w), p) => Some(Target::Ws {
+            addr: resolve(w),
+            path: p.map_or_else(|| WS_PATH.into(), str::to_owned),
+        }),
+        (Some(a), None, Some(p)) => Some(Target::Ws {
+            addr: resolve(a),
+            path: p.to_owned(),
+        }),
+        _ => None,
+    };
+    (tcp, ws)
 }
