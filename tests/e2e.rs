@@ -206,7 +206,10 @@ impl Raw {
     async fn send(&mut self, bytes: &[u8]) {
         match self {
             Raw::Tcp(s, _) => s.write_all(bytes).await.unwrap(),
-            Raw::Ws(ws, _) => ws.send(WsMessage::Binary(bytes.to_vec())).await.unwrap(),
+            Raw::Ws(ws, _) => ws
+                .send(WsMessage::Binary(Bytes::copy_from_slice(bytes)))
+                .await
+                .unwrap(),
         }
     }
 
@@ -624,18 +627,17 @@ async fn a_websocket_protocol_error_gets_a_close_frame() {
         PacketType::Handshake,
         json!({"sys": {"type": "raw"}}).to_string(),
     );
-    ws.send(WsMessage::Binary(hs.encode().unwrap().to_vec()))
+    ws.send(WsMessage::Binary(hs.encode().unwrap()))
         .await
         .unwrap();
     ws.send(WsMessage::Binary(
         Packet::new(PacketType::HandshakeAck, Bytes::new())
             .encode()
-            .unwrap()
-            .to_vec(),
+            .unwrap(),
     ))
     .await
     .unwrap();
-    ws.send(WsMessage::Binary(vec![0x09, 0, 0, 1, 0]))
+    ws.send(WsMessage::Binary(Bytes::from_static(&[0x09, 0, 0, 1, 0])))
         .await
         .unwrap();
     let mut close = None;

@@ -15,6 +15,9 @@ use crate::listen::{bind, ListenerSpec};
 use crate::server::Server;
 use crate::tls::TlsConfig;
 
+/// Bytes tungstenite reads per call on each WebSocket connection.
+const WS_READ_BUFFER: usize = 1024;
+
 /// Starts building an application with the JSON serializer.
 ///
 /// # Examples
@@ -304,11 +307,12 @@ impl<S: Serializer> App<S> {
         engine.start().await;
         let ctx = Arc::new(ServerCtx::new(engine, self.config.clone()));
         // A frame holds whole packets; bound it so a peer cannot make us buffer more.
-        let ws_config = WebSocketConfig {
-            max_message_size: Some(2 * (max_packet + 4)),
-            max_frame_size: Some(2 * (max_packet + 4)),
-            ..WebSocketConfig::default()
-        };
+        // A small read buffer: it is allocated for every connection, idle or not, and nano's
+        // packets are small.
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(2 * (max_packet + 4)))
+            .max_frame_size(Some(2 * (max_packet + 4)))
+            .read_buffer_size(WS_READ_BUFFER);
         let http = Arc::new(HttpSide {
             ws_path: String::new(),
             allowed_origins: self.config.allowed_origins.clone(),

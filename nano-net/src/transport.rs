@@ -147,14 +147,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> PacketSink for WsSink<S
     async fn send_batch(&mut self, batch: &[Bytes]) -> io::Result<()> {
         // Several whole packets per binary frame: one frame, one flush.
         let frame = if batch.len() == 1 {
-            batch[0].to_vec()
+            batch[0].clone() // no copy
         } else {
             let len = batch.iter().map(Bytes::len).sum();
-            let mut v = Vec::with_capacity(len);
+            let mut v = BytesMut::with_capacity(len);
             for b in batch {
                 v.extend_from_slice(b.chunk());
             }
-            v
+            v.freeze()
         };
         self.0
             .send(WsMessage::Binary(frame))

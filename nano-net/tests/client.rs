@@ -878,7 +878,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FakeWs<T> {
     }
 
     async fn send_frame(&mut self, bytes: Vec<u8>) {
-        self.ws.send(WsMessage::Binary(bytes)).await.unwrap();
+        self.ws.send(WsMessage::Binary(bytes.into())).await.unwrap();
     }
 }
 

@@ -98,7 +98,7 @@ pub(crate) async fn read_more(r: &mut WsRead, buf: &mut BytesMut) -> Result<bool
 
 /// Sends `bytes` (whole packets) as one binary frame.
 pub(crate) async fn write(w: &mut WsWrite, bytes: &[u8]) -> Result<(), ClientError> {
-    w.send(WsMessage::Binary(bytes.to_vec()))
+    w.send(WsMessage::Binary(bytes::Bytes::copy_from_slice(bytes)))
         .await
         .map_err(|e| ClientError::WebSocket(e.to_string()))
 }
