@@ -201,6 +201,16 @@ pub(crate) async fn serve<S, R, W>(
                 Err(e) => break 'conn Some(e.to_string()),
             }
         }
+        // Replies our own handlers produced just now: write them without a wake-up.
+        if !outbox.is_empty() && !flush(&mut sink, &mut batch, &state).await {
+            break None;
+        }
+        // From here until the select returns, packets queued by other tasks wake us.
+        outbox.set_parked(true);
+        if !outbox.is_empty() {
+            outbox.set_parked(false);
+            continue;
+        }
         tokio::select! {
             biased;
             _ = &mut events => {
@@ -217,10 +227,7 @@ pub(crate) async fn serve<S, R, W>(
                 Ok(_) => {}
                 Err(e) => break Some(e.to_string()),
             },
-            _ = tick(&mut ticker) => {
-                if heartbeat.is_none() {
-                    continue;
-                }
+            _ = tick(&mut ticker), if heartbeat.is_some() => {
                 silent_ticks = if std::mem::take(&mut heard) { 0 } else { silent_ticks + 1 };
                 if silent_ticks >= 2 {
                     tracing::info!(%remote, session = session.id(), "heartbeat timeout: kicking");
@@ -232,6 +239,7 @@ pub(crate) async fn serve<S, R, W>(
                 }
             }
         }
+        outbox.set_parked(false);
     };
     if let Some(reason) = &reason {
         tracing::info!(%remote, session = session.id(), reason, "protocol error: closing connection");

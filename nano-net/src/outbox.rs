@@ -5,6 +5,7 @@
 //! An idle connection's queue holds no allocation beyond a few slots.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -24,6 +25,9 @@ pub(crate) struct Outbox {
     queue: Mutex<Queue>,
     capacity: usize,
     ready: Notify,
+    /// Whether the connection's task is waiting: only then does a push need to wake it. A push
+    /// made by the task itself (a handler run inline) is written without a wake-up.
+    parked: AtomicBool,
 }
 
 struct Queue {
@@ -40,6 +44,7 @@ impl Outbox {
             }),
             capacity: capacity.max(1),
             ready: Notify::new(),
+            parked: AtomicBool::new(false),
         }
     }
 
@@ -59,10 +64,22 @@ impl Outbox {
         q.packets.push_back(packet);
         let first = q.packets.len() == 1;
         drop(q);
-        if first {
+        // Pairs with `set_parked(true)` followed by `is_empty()`: either the task sees this
+        // packet before it waits, or we see it waiting.
+        if first && self.parked.load(Ordering::SeqCst) {
             self.ready.notify_one();
         }
         Ok(())
+    }
+
+    /// Marks the connection's task as waiting (true) or running (false).
+    pub fn set_parked(&self, parked: bool) {
+        self.parked.store(parked, Ordering::SeqCst);
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.lock().packets.is_empty()
     }
 
     /// Packets queued now.
