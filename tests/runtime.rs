@@ -614,3 +614,57 @@ async fn messages_after_an_async_handler_wait_for_it() {
     let log: Vec<String> = b.request("Mixed.Log", &()).await.unwrap();
     assert_eq!(log, ["slow started", "slow done", "fast", "fast"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Long queues: a connection's task runs a bounded share, the scheduler task the rest, in order.
+
+#[derive(Default)]
+struct Burst {
+    ctx: Option<Context<Burst>>,
+    seen: Vec<u32>,
+}
+
+#[component]
+impl Burst {
+    fn init(&mut self, ctx: &Context<Self>) {
+        self.ctx = Some(ctx.clone());
+    }
+
+    /// Queues `n` follow-up jobs on its own scheduler.
+    pub fn fan_out(&mut self, _s: &Session, n: u32) -> Result<()> {
+        let Some(ctx) = &self.ctx else {
+            return Err(Error::internal("not initialised"));
+        };
+        for i in 0..n {
+            ctx.run(move |b| b.seen.push(i));
+        }
+        Ok(())
+    }
+
+    pub fn seen(&self, _s: &Session) -> Result<Vec<u32>> {
+        Ok(self.seen.clone())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_queue_runs_completely_and_in_order() {
+    let h = Harness::start(EngineBuilder::new().component(Burst::default()))
+        .await
+        .unwrap();
+    let c = h.connect();
+    c.request::<_, ()>("Burst.FanOut", &500u32).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen: Vec<u32> = c.request("Burst.Seen", &()).await.unwrap();
+        if seen.len() == 500 {
+            assert_eq!(seen, (0..500).collect::<Vec<_>>());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} ran",
+            seen.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -21,6 +21,7 @@
 //! | the lock free | runs the queue (its own job included) until empty, then releases |
 //! | the lock held | leaves the job queued: the holder runs it before releasing |
 //! | an async job at the head | passes the lock and the job to the scheduler task |
+//! | it has run 64 jobs and more wait | passes the lock and the rest to the scheduler task |
 //!
 //! A panic in a job is caught and traced; the scheduler goes on with the next job.
 
@@ -74,6 +75,8 @@ enum Command {
         f: TimerFn,
     },
     CancelTimer(TimerId),
+    /// The lock, handed over by a task that ran its share of the queue: run the rest.
+    Continue(OwnedMutexGuard<Slots>),
     /// Stop after the commands already queued.
     Stop,
 }
@@ -156,7 +159,7 @@ impl Scheduler {
             return false;
         }
         lock(&self.core.queue).push_back(Queued { slot, job });
-        self.core.drain();
+        self.core.drain(INLINE_BUDGET);
         true
     }
 
@@ -193,44 +196,70 @@ impl Scheduler {
     }
 }
 
+/// Jobs a connection's task runs for others before it hands the rest to the scheduler task, so
+/// that one connection is not kept from its own socket by everyone else's work.
+const INLINE_BUDGET: usize = 64;
+
+/// What is left after running the queue for a while.
+enum Drained {
+    /// The queue was empty; the lock has been released.
+    Empty,
+    /// The lock and what remains go to the scheduler task.
+    Handoff(Command),
+}
+
 impl Core {
-    /// Runs queued jobs if nobody else is; see the module doc.
-    fn drain(&self) {
+    /// Runs queued jobs if nobody else is (see the module doc), at most `budget` of them before
+    /// handing the lock and the rest to the scheduler task.
+    fn drain(&self, budget: usize) {
         loop {
             let Ok(slots) = self.slots.clone().try_lock_owned() else {
                 return; // the holder runs what we queued before it lets go
             };
-            if let Some(handoff) = self.run_queue(slots) {
-                if self.tx.send(handoff).is_err() {
-                    tracing::error!(scheduler = %self.name, "async job dropped: scheduler stopped");
-                }
-                return; // the scheduler task owns the lock now and drains after the job
-            }
-            // Released. A job queued after our last look, while we held the lock, would be
-            // stranded: look again.
-            if lock(&self.queue).is_empty() {
+            if !self.finish(self.run_queue(slots, budget)) {
                 return;
             }
         }
     }
 
-    /// Runs synchronous jobs until the queue is empty (then releases the lock) or an async job
-    /// is at its head (then returns the lock and the job for the scheduler task).
-    fn run_queue(&self, mut slots: OwnedMutexGuard<Slots>) -> Option<Command> {
+    /// Acts on the end of a drain; true when the queue must be looked at again (the lock was
+    /// released, and a job queued while we held it would otherwise be stranded).
+    fn finish(&self, drained: Drained) -> bool {
+        match drained {
+            Drained::Handoff(cmd) => {
+                if self.tx.send(cmd).is_err() {
+                    tracing::error!(scheduler = %self.name, "jobs dropped: scheduler stopped");
+                }
+                false // the scheduler task owns the lock now
+            }
+            Drained::Empty => !lock(&self.queue).is_empty(),
+        }
+    }
+
+    /// Runs synchronous jobs until the queue is empty (then releases the lock), an async job is
+    /// at its head, or `budget` jobs have run (then returns the lock for the scheduler task).
+    fn run_queue(&self, mut slots: OwnedMutexGuard<Slots>, budget: usize) -> Drained {
+        let mut ran = 0;
         loop {
+            if ran >= budget && !lock(&self.queue).is_empty() {
+                return Drained::Handoff(Command::Continue(slots));
+            }
             let next = lock(&self.queue).pop_front();
-            let Queued { slot, job } = next?;
+            let Some(Queued { slot, job }) = next else {
+                return Drained::Empty;
+            };
             let Some(state) = slots.get_mut(slot) else {
                 continue;
             };
             match job {
                 Job::Sync(f) => {
+                    ran += 1;
                     let state = state.as_mut();
                     if std::panic::catch_unwind(AssertUnwindSafe(|| f(state))).is_err() {
                         tracing::error!(scheduler = %self.name, "job panicked");
                     }
                 }
-                Job::Async(job) => return Some(Command::RunAsync { slots, slot, job }),
+                Job::Async(job) => return Drained::Handoff(Command::RunAsync { slots, slot, job }),
             }
         }
     }
@@ -260,7 +289,12 @@ async fn run(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<Command>) {
                             }
                         }
                         drop(slots);
-                        core.drain();
+                        core.drain(usize::MAX);
+                    }
+                    Command::Continue(slots) => {
+                        if core.finish(core.run_queue(slots, usize::MAX)) {
+                            core.drain(usize::MAX);
+                        }
                     }
                     Command::AddTimer { id, slot, delay, period, f } => {
                         let key = queue.insert(id, delay);
@@ -283,7 +317,7 @@ async fn run(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<Command>) {
                     (*f)(state);
                 }));
                 lock(&core.queue).push_back(Queued { slot: timer.slot, job: fire });
-                core.drain();
+                core.drain(usize::MAX);
                 if let Some(period) = timer.period {
                     timer.key = queue.insert(id, period);
                     timers.insert(id, timer);
