@@ -32,6 +32,9 @@ struct Args {
     /// TCP listen address.
     #[arg(long, default_value = "127.0.0.1:3251")]
     tcp: String,
+    /// WebSocket path (pomelo's stock client connects to `/`).
+    #[arg(long, default_value = "/nano")]
+    ws_path: String,
     /// Heartbeat interval in seconds.
     #[arg(long, default_value_t = 30)]
     heartbeat: u64,
@@ -59,7 +62,7 @@ fn main() -> std::io::Result<()> {
         .pipeline(|p| Room::count_traffic(&stats, p))
         .heartbeat(Some(Duration::from_secs(args.heartbeat)))
         .http_embedded(PAGES)
-        .websocket(args.addr, "/nano")
+        .websocket(args.addr, &args.ws_path)
         .tcp(args.tcp);
-    common::serve(app, true, "/nano")
+    common::serve(app, true, &args.ws_path)
 }

@@ -79,7 +79,8 @@ trap 'exit 130' INT TERM
 start_server() {
   local name="$1"
   shift
-  local out="$LOG_DIR/$name.stdout" err="$LOG_DIR/$name.stderr"
+  local tag="${LOG_TAG:-$name}"
+  local out="$LOG_DIR/$tag.stdout" err="$LOG_DIR/$tag.stderr"
   [ -x "$BIN_DIR/$name" ] || die "$BIN_DIR/$name was not built"
   : >"$out"
   "$BIN_DIR/$name" "$@" >"$out" 2>"$err" &
@@ -122,12 +123,15 @@ start_server tadpole --addr 127.0.0.1:0 --heartbeat 2
 export NANO_TADPOLE_URL="$SERVER_URL"
 log "chat tcp: $NANO_CHAT_TCP"
 TADPOLE_PID="${SERVER_PIDS[-1]}"
+# pomelo's stock client connects to the root path: a second chat server for it.
+LOG_TAG=chat-root start_server chat --addr 127.0.0.1:0 --tcp 127.0.0.1:0 --heartbeat 2 --ws-path /
+export NANO_CHAT_ROOT_URL="$SERVER_URL"
 
 # --- the tests --------------------------------------------------------------------------------
 if [ "$#" -gt 0 ]; then
   FILES=("$@")
 else
-  FILES=(codec.test.mjs client-fake.test.mjs client-chat.test.mjs chat.browser.test.mjs tadpole.browser.test.mjs)
+  FILES=(codec.test.mjs client-fake.test.mjs client-chat.test.mjs pomelo-client.test.mjs chat.browser.test.mjs tadpole.browser.test.mjs)
 fi
 for f in "${FILES[@]}"; do
   [ -f "$HERE/$f" ] || die "no test file tests/browser/$f"
