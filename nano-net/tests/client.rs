@@ -572,9 +572,7 @@ async fn oversized_outgoing_packet_is_refused() {
 async fn pushes_reach_their_subscribers() {
     bounded(async {
         let answer = json!({"code": 200, "sys": {"dict": {"onMessage": 7}}});
-        let (listener, addr) = listen().await;
-        let server = tokio::spawn(async move {
-            let (mut conn, _) = accept(&listener, &answer).await;
+        let (addr, server) = fake_server(answer, |mut conn| async move {
             // The client notifies once it has subscribed.
             let ready = conn.read_message(None).await;
             assert_eq!(ready.route.unwrap(), "Ready");
@@ -585,7 +583,8 @@ async fn pushes_reach_their_subscribers() {
                 .await;
             conn.send(&data(&Message::push("onOther", "1"), None)).await;
             conn.wait_eof().await;
-        });
+        })
+        .await;
         let client: Client = Client::connect_tcp(addr).await.unwrap();
         let mut chat1 = client.on("onChat");
         let mut chat2 = client.on("onChat");
@@ -748,13 +747,12 @@ async fn oversized_incoming_packet_ends_the_connection() {
 #[tokio::test]
 async fn close_flushes_and_ends_the_stream() {
     bounded(async {
-        let (listener, addr) = listen().await;
-        let server = tokio::spawn(async move {
-            let (mut conn, _) = accept(&listener, &ok_answer()).await;
+        let (addr, server) = fake_server(ok_answer(), |mut conn| async move {
             let msg = conn.read_message(None).await;
             assert_eq!(msg.route.unwrap(), "Bye.Now");
             assert!(conn.read_packet().await.is_none(), "expected EOF");
-        });
+        })
+        .await;
         let client: Client = Client::connect_tcp(addr).await.unwrap();
         client.notify("Bye.Now", &()).await.unwrap();
         client.close().await;
@@ -768,11 +766,10 @@ async fn close_flushes_and_ends_the_stream() {
 #[tokio::test]
 async fn dropping_the_last_handle_closes() {
     bounded(async {
-        let (listener, addr) = listen().await;
-        let server = tokio::spawn(async move {
-            let (mut conn, _) = accept(&listener, &ok_answer()).await;
+        let (addr, server) = fake_server(ok_answer(), |mut conn| async move {
             assert!(conn.read_packet().await.is_none(), "expected EOF");
-        });
+        })
+        .await;
         let client: Client = Client::connect_tcp(addr).await.unwrap();
         let clone = client.clone();
         drop(client);
@@ -811,12 +808,11 @@ async fn heartbeats_both_ways() {
 async fn heartbeat_off_sends_nothing() {
     bounded(async {
         let answer = json!({"code": 200, "sys": {"heartbeat": 1}});
-        let (listener, addr) = listen().await;
-        let server = tokio::spawn(async move {
-            let (mut conn, _) = accept(&listener, &answer).await;
+        let (addr, server) = fake_server(answer, |mut conn| async move {
             let got = tokio::time::timeout(Duration::from_millis(1500), conn.read_packet()).await;
             assert!(got.is_err(), "unexpected packet: {got:?}");
-        });
+        })
+        .await;
         let client: Client = Client::builder()
             .heartbeat(false)
             .connect_tcp(addr)
