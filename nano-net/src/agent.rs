@@ -1,4 +1,5 @@
-//! The per-connection agent: handshake, read loop, heartbeat, and the batched writer.
+//! The per-connection agent: handshake, read loop, and the batched writer. (Heartbeats and the
+//! liveness check are the sweeper's, in `heartbeat`.)
 //!
 //! ```text
 //! socket ─read─▶ PacketCodec ─▶ Engine::handle_data ─▶ scheduler ─▶ Session ─▶ ConnLink
@@ -33,17 +34,54 @@ enum Ending {
     ProtocolError(String),
 }
 
-/// State shared by the connection's task and the session's link.
-struct ConnState {
+/// What the connection's task shares with the rest of the server: it is the session's link
+/// (the bounded outbound queue drained by the task), and what the heartbeat sweeper watches.
+pub(crate) struct ConnState {
     /// Outbound packets; its wake-up is the task's one event source besides the socket.
     outbox: Outbox,
+    /// Whether a packet arrived since the heartbeat sweeper last looked.
+    heard: AtomicBool,
+    closing: AtomicBool,
     ending: Mutex<Option<Ending>>,
     /// Stops everything at once (abort, or closing finished).
     kill: CancellationToken,
-    closing: AtomicBool,
+    remote: SocketAddr,
+    policy: FullQueuePolicy,
 }
 
 impl ConnState {
+    fn new(send_queue: usize, remote: SocketAddr, policy: FullQueuePolicy) -> Self {
+        ConnState {
+            outbox: Outbox::new(send_queue),
+            heard: AtomicBool::new(true),
+            closing: AtomicBool::new(false),
+            ending: Mutex::new(None),
+            kill: CancellationToken::new(),
+            remote,
+            policy,
+        }
+    }
+
+    /// A connection without a socket, for unit tests of what watches it.
+    #[cfg(test)]
+    pub(crate) fn for_test() -> Self {
+        ConnState::new(16, ([127, 0, 0, 1], 0).into(), FullQueuePolicy::Disconnect)
+    }
+
+    /// Takes what is queued (tests).
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> Vec<Bytes> {
+        let mut batch = Vec::new();
+        self.outbox.take(&mut batch, usize::MAX);
+        batch
+    }
+
+    /// Whether the connection is ending.
+    #[cfg(test)]
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
     fn end(&self, how: Ending) {
         let mut e = self.ending.lock().unwrap_or_else(|p| p.into_inner());
         if e.is_none() {
@@ -59,28 +97,33 @@ impl ConnState {
         self.kill.cancel();
         self.outbox.wake();
     }
+
+    /// A packet arrived (written only when it changes, to keep the line clean).
+    pub(crate) fn mark_heard(&self) {
+        if !self.heard.load(Ordering::Relaxed) {
+            self.heard.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a packet arrived since the last call.
+    pub(crate) fn take_heard(&self) -> bool {
+        self.heard.swap(false, Ordering::Relaxed)
+    }
 }
 
-/// The session's outbound path: a bounded queue drained by the writer task.
-struct ConnLink {
-    state: Arc<ConnState>,
-    remote: SocketAddr,
-    policy: FullQueuePolicy,
-}
-
-impl Link for ConnLink {
+impl Link for ConnState {
     fn send(&self, packet: Bytes) -> Result<(), SendError> {
-        if self.state.closing.load(Ordering::Acquire) {
+        if self.closing.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
-        match self.state.outbox.push(packet) {
+        match self.outbox.push(packet) {
             Ok(()) => Ok(()),
             Err(PushError::Closed) => Err(SendError::Closed),
             Err(PushError::Full) => {
                 match self.policy {
                     FullQueuePolicy::Disconnect => {
                         tracing::warn!(remote = %self.remote, "send queue full: client not reading, disconnecting");
-                        self.state.abort();
+                        self.abort();
                     }
                     FullQueuePolicy::DropAndWarn => {
                         tracing::warn!(remote = %self.remote, "send queue full: packet dropped");
@@ -92,11 +135,11 @@ impl Link for ConnLink {
     }
 
     fn kick(&self, reason: Option<&str>) {
-        self.state.end(Ending::Kick(reason.map(str::to_owned)));
+        self.end(Ending::Kick(reason.map(str::to_owned)));
     }
 
     fn close(&self) {
-        self.state.end(Ending::Close);
+        self.end(Ending::Close);
     }
 
     fn remote_addr(&self) -> Option<SocketAddr> {
@@ -115,18 +158,12 @@ pub(crate) async fn serve<S, R, W>(
     R: PacketSource,
     W: PacketSink,
 {
-    let state = Arc::new(ConnState {
-        outbox: Outbox::new(ctx.config.send_queue),
-        ending: Mutex::new(None),
-        kill: CancellationToken::new(),
-        closing: AtomicBool::new(false),
-    });
-    let outbox = &state.outbox;
-    let link = Arc::new(ConnLink {
-        state: state.clone(),
+    let state = Arc::new(ConnState::new(
+        ctx.config.send_queue,
         remote,
-        policy: ctx.config.on_full_queue,
-    });
+        ctx.config.on_full_queue,
+    ));
+    let outbox = &state.outbox;
     let close_timeout = ctx.config.shutdown_timeout;
     let mut batch: Vec<Bytes> = Vec::new();
     let mut buf = BytesMut::new();
@@ -139,7 +176,6 @@ pub(crate) async fn serve<S, R, W>(
         &mut batch,
         &mut buf,
         &mut codec,
-        &link,
         &state,
         remote,
     )
@@ -154,32 +190,20 @@ pub(crate) async fn serve<S, R, W>(
         }
     }
 
-    let session = ctx.engine.open_session(link.clone());
-    ctx.register(&session);
+    let session = ctx.engine.open_session(state.clone());
+    ctx.register(&session, &state);
     if ctx.shutting_down.is_cancelled() {
         // Shutdown took its list of sessions before this one was registered.
         session.kick_with_reason(Some("server shutting down"));
     }
     tracing::debug!(%remote, session = session.id(), "session opened");
 
-    let heartbeat = ctx.config.heartbeat;
-    // Liveness without reading the clock per packet: a packet sets `heard`; each heartbeat
-    // tick clears it, and two ticks in a row without a packet (silence for 2 × interval) kick.
-    let mut heard = true;
-    let mut silent_ticks = 0u32;
-    let mut ticker = heartbeat.map(|d| {
-        let mut t = tokio::time::interval_at(Instant::now() + d, d);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    });
-    let events = outbox.notified();
-    tokio::pin!(events);
     let reason: Option<String> = 'conn: loop {
         // Everything already buffered first (pipelined packets).
         loop {
             match codec.decode(&mut buf) {
                 Ok(Some(packet)) => {
-                    heard = true;
+                    state.mark_heard();
                     match packet.kind {
                         PacketType::Data => {
                             if let Err(e) = ctx.engine.handle_data(&session, packet.body).await {
@@ -213,8 +237,7 @@ pub(crate) async fn serve<S, R, W>(
         }
         tokio::select! {
             biased;
-            _ = &mut events => {
-                events.set(outbox.notified());
+            _ = outbox.woken() => {
                 if state.closing.load(Ordering::Acquire) {
                     break None; // ended or aborted: close_out flushes what is queued
                 }
@@ -227,17 +250,6 @@ pub(crate) async fn serve<S, R, W>(
                 Ok(_) => {}
                 Err(e) => break Some(e.to_string()),
             },
-            _ = tick(&mut ticker), if heartbeat.is_some() => {
-                silent_ticks = if std::mem::take(&mut heard) { 0 } else { silent_ticks + 1 };
-                if silent_ticks >= 2 {
-                    tracing::info!(%remote, session = session.id(), "heartbeat timeout: kicking");
-                    session.kick_with_reason(Some("heartbeat timeout"));
-                    break None;
-                }
-                if let Ok(p) = Packet::heartbeat().encode() {
-                    let _ = link.send(p);
-                }
-            }
         }
         outbox.set_parked(false);
     };
@@ -251,15 +263,6 @@ pub(crate) async fn serve<S, R, W>(
     ctx.unregister(&session);
     close_out(&mut sink, &state, close_timeout, batch).await;
     tracing::debug!(%remote, session = session.id(), "session closed");
-}
-
-async fn tick(ticker: &mut Option<tokio::time::Interval>) {
-    match ticker {
-        Some(t) => {
-            t.tick().await;
-        }
-        None => std::future::pending().await,
-    }
 }
 
 const MAX_BATCH: usize = 256;
@@ -339,7 +342,6 @@ async fn handshake<S: Serializer, R: PacketSource, W: PacketSink>(
     batch: &mut Vec<Bytes>,
     buf: &mut BytesMut,
     codec: &mut PacketCodec,
-    link: &ConnLink,
     state: &ConnState,
     remote: SocketAddr,
 ) -> Result<(), String> {
@@ -353,7 +355,7 @@ async fn handshake<S: Serializer, R: PacketSource, W: PacketSink>(
                     let packet = Packet::new(PacketType::Handshake, body)
                         .encode()
                         .map_err(|e| e.to_string())?;
-                    link.send(packet).map_err(|e| e.to_string())?;
+                    state.send(packet).map_err(|e| e.to_string())?;
                     if code != 200 {
                         return Err(format!("handshake refused with code {code}"));
                     }

@@ -3,19 +3,19 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use nano_core::{Engine, Serializer, Session};
 
-use crate::agent;
+use crate::agent::{self, ConnState};
 use crate::config::ServerConfig;
 
 /// What a server's agents share.
 pub(crate) struct ServerCtx<S> {
     pub engine: Engine<S>,
     pub config: ServerConfig,
-    sessions: Mutex<HashMap<u64, Session<S>>>,
+    conns: Mutex<HashMap<u64, Registered<S>>>,
     /// Cancelled when graceful shutdown starts.
     pub shutting_down: tokio_util::sync::CancellationToken,
     /// The `sys` of the handshake response, prepared once.
@@ -32,7 +32,7 @@ impl<S: Serializer> ServerCtx<S> {
         ServerCtx {
             engine,
             config,
-            sessions: Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
             shutting_down: tokio_util::sync::CancellationToken::new(),
             handshake_ok: body.to_string().into(),
         }
@@ -61,21 +61,41 @@ impl<S: Serializer> ServerCtx<S> {
         (200, self.handshake_ok.clone())
     }
 
-    pub fn register(&self, s: &Session<S>) {
-        self.lock().insert(s.id(), s.clone());
+    /// Registers a session that completed its handshake, with its connection.
+    pub fn register(&self, s: &Session<S>, conn: &Arc<ConnState>) {
+        let entry = Registered {
+            session: s.clone(),
+            conn: conn.clone(),
+            silent_sweeps: 0,
+        };
+        self.lock().insert(s.id(), entry);
     }
 
     pub fn unregister(&self, s: &Session<S>) {
         self.lock().remove(&s.id());
     }
 
+    /// The open sessions.
     pub fn sessions(&self) -> Vec<Session<S>> {
-        self.lock().values().cloned().collect()
+        self.lock().values().map(|r| r.session.clone()).collect()
     }
 
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Session<S>>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    /// Number of open sessions.
+    pub fn session_count(&self) -> usize {
+        self.lock().len()
     }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Registered<S>>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An open session and its connection, as the heartbeat sweeper sees it.
+pub(crate) struct Registered<S> {
+    pub session: Session<S>,
+    pub conn: Arc<ConnState>,
+    /// Sweeps in a row that found no packet from the peer.
+    pub silent_sweeps: u32,
 }
 
 fn refusal(code: u16, msg: &str) -> Bytes {

@@ -6,7 +6,9 @@
 //! | `server` | [`Server`]: a running server's addresses and graceful shutdown |
 //! | `listen` | listeners (TCP, WebSocket, TLS): accept loops, connection limit, backoff |
 //! | `ctx` | what connections share: engine, settings, live sessions, handshake reply |
-//! | `agent` | one per connection: handshake, read loop, heartbeat, batched writer |
+//! | `agent` | one per connection: handshake, read loop, batched writer |
+//! | `heartbeat` | one sweeper per server: heartbeats, kicks silent peers |
+//! | `outbox` | a connection's bounded send queue and its wake-up |
 //! | `transport` | raw streams (one `writev` per batch) and WebSocket binary frames |
 //! | `http` | WebSocket upgrade with origin check, plain HTTP on the same port |
 //! | `tls` | [`TlsConfig`] from PEM |
@@ -19,6 +21,7 @@ mod app;
 pub mod client;
 mod config;
 mod ctx;
+mod heartbeat;
 mod http;
 mod listen;
 mod outbox;

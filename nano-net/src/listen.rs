@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent;
 use crate::ctx::ServerCtx;
+use crate::heartbeat;
 use crate::http::{self, HttpSide};
 use crate::server::{ConnTracker, Server, Transport};
 use crate::tls::TlsConfig;
@@ -78,6 +79,9 @@ pub(crate) async fn bind<S: Serializer>(
             stop.clone(),
             conns.clone(),
         ));
+    }
+    if let Some(period) = ctx.config.heartbeat {
+        tasks.spawn(heartbeat::sweeper(ctx.clone(), period, stop.clone()));
     }
     Ok(Server {
         ctx,
@@ -145,7 +149,7 @@ async fn connection<S: Serializer>(
     match (tls, http) {
         (None, None) => {
             let (r, w) = stream.into_split();
-            agent::serve(ctx, TcpSource(r), StreamSink(w), remote).await;
+            agent::serve(ctx, TcpSource::new(r), StreamSink(w), remote).await;
         }
         // The other transports' futures are much larger (TLS and WebSocket state); boxing them
         // keeps every plain TCP connection's task small.

@@ -1,15 +1,22 @@
-//! A connection's bounded outbound queue.
+//! A connection's bounded outbound queue, and the wake-up of the connection's task.
 //!
 //! Producers (handlers on schedulers, group broadcasts, heartbeats) push encoded packets under a
 //! short lock; the writer takes everything queued at once and sends it in one vectored write.
-//! An idle connection's queue holds no allocation beyond a few slots.
+//! The queue's length is mirrored in an atomic, so the connection's task can ask "anything to
+//! write?" without taking the lock. An idle connection's queue holds no allocation beyond a few
+//! slots.
+//!
+//! The wake-up is a flag plus an [`AtomicWaker`]: cheaper to wait on, turn after turn, than a
+//! `tokio::sync::Notify`, whose waiting future takes the notifier's lock each time it is polled.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 /// Slots kept allocated between bursts; a larger queue is released once drained.
 const KEEP_SLOTS: usize = 16;
@@ -23,8 +30,12 @@ pub(crate) enum PushError {
 
 pub(crate) struct Outbox {
     queue: Mutex<Queue>,
+    /// `queue.packets.len()`, written under the lock, read without it.
+    len: AtomicUsize,
     capacity: usize,
-    ready: Notify,
+    /// Set by a wake-up, cleared by the task that observes it.
+    woken: AtomicBool,
+    waker: AtomicWaker,
     /// Whether the connection's task is waiting: only then does a push need to wake it. A push
     /// made by the task itself (a handler run inline) is written without a wake-up.
     parked: AtomicBool,
@@ -42,8 +53,10 @@ impl Outbox {
                 packets: VecDeque::new(),
                 closed: false,
             }),
+            len: AtomicUsize::new(0),
             capacity: capacity.max(1),
-            ready: Notify::new(),
+            woken: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
             parked: AtomicBool::new(false),
         }
     }
@@ -52,22 +65,24 @@ impl Outbox {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues one packet; wakes the writer when the queue was empty.
+    /// Queues one packet; wakes the connection's task when it is waiting and the queue was
+    /// empty.
     pub fn push(&self, packet: Bytes) -> Result<(), PushError> {
         let mut q = self.lock();
         if q.closed {
             return Err(PushError::Closed);
         }
-        if q.packets.len() >= self.capacity {
+        let len = q.packets.len();
+        if len >= self.capacity {
             return Err(PushError::Full);
         }
         q.packets.push_back(packet);
-        let first = q.packets.len() == 1;
+        // SeqCst pairs with `set_parked(true)` followed by `is_empty()`: either the task sees
+        // this packet before it waits, or we see it waiting.
+        self.len.store(len + 1, Ordering::SeqCst);
         drop(q);
-        // Pairs with `set_parked(true)` followed by `is_empty()`: either the task sees this
-        // packet before it waits, or we see it waiting.
-        if first && self.parked.load(Ordering::SeqCst) {
-            self.ready.notify_one();
+        if len == 0 && self.parked.load(Ordering::SeqCst) {
+            self.wake();
         }
         Ok(())
     }
@@ -79,12 +94,12 @@ impl Outbox {
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.lock().packets.is_empty()
+        self.len() == 0
     }
 
     /// Packets queued now.
     pub fn len(&self) -> usize {
-        self.lock().packets.len()
+        self.len.load(Ordering::SeqCst)
     }
 
     /// The most packets the queue holds.
@@ -92,23 +107,39 @@ impl Outbox {
         self.capacity
     }
 
-    /// A future that completes at the next wake-up: a packet queued into an empty queue, or
-    /// [`Outbox::wake`]. Keep it across loop turns (re-arm it after it fires) so waiting costs
-    /// nothing per turn.
-    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.ready.notified()
+    /// Completes at the next wake-up (a packet queued into an empty queue while the task was
+    /// parked, or [`Outbox::wake`]), consuming it. One task waits; others only wake it.
+    pub fn woken(&self) -> impl std::future::Future<Output = ()> + '_ {
+        poll_fn(|cx| self.poll_woken(cx))
     }
 
-    /// Wakes the connection's task (to close, or to stop).
+    fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A wake-up between the check above and the registration has no waker to call.
+        if self.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// Wakes the connection's task (new packets, or time to close or stop).
     pub fn wake(&self) {
-        self.ready.notify_one();
+        self.woken.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     /// Moves up to `max` queued packets into `batch`; releases spare slots once drained.
     pub fn take(&self, batch: &mut Vec<Bytes>, max: usize) {
+        if self.is_empty() {
+            return;
+        }
         let mut q = self.lock();
         let n = q.packets.len().min(max);
         batch.extend(q.packets.drain(..n));
+        self.len.store(q.packets.len(), Ordering::SeqCst);
         if q.packets.is_empty() && q.packets.capacity() > KEEP_SLOTS {
             q.packets = VecDeque::new();
         }
@@ -118,6 +149,88 @@ impl Outbox {
     pub fn close(&self) -> Vec<Bytes> {
         let mut q = self.lock();
         q.closed = true;
+        self.len.store(0, Ordering::SeqCst);
         std::mem::take(&mut q.packets).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn packet(n: u8) -> Bytes {
+        Bytes::from(vec![n])
+    }
+
+    #[test]
+    fn length_follows_pushes_and_takes() {
+        let o = Outbox::new(4);
+        assert!(o.is_empty());
+        for n in 0..4 {
+            o.push(packet(n)).unwrap();
+        }
+        assert_eq!(o.len(), 4);
+        assert_eq!(o.push(packet(9)), Err(PushError::Full));
+        let mut batch = Vec::new();
+        o.take(&mut batch, 3);
+        assert_eq!(batch, vec![packet(0), packet(1), packet(2)]);
+        assert_eq!(o.len(), 1);
+        batch.clear();
+        o.take(&mut batch, 3);
+        assert_eq!(batch, vec![packet(3)]);
+        assert!(o.is_empty());
+        o.push(packet(5)).unwrap();
+        assert_eq!(o.close(), vec![packet(5)]);
+        assert!(o.is_empty());
+        assert_eq!(o.push(packet(6)), Err(PushError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_push_wakes_a_parked_task_only() {
+        let o = Outbox::new(8);
+        // Not parked: the task's own pushes leave no wake-up behind.
+        o.push(packet(1)).unwrap();
+        let pending = tokio::time::timeout(Duration::from_millis(20), o.woken()).await;
+        assert!(pending.is_err(), "a push while running must not wake");
+        o.take(&mut Vec::new(), 8);
+        // Parked: the first push into the empty queue wakes it.
+        o.set_parked(true);
+        o.push(packet(2)).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), o.woken())
+            .await
+            .expect("woken by the push");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wake_ups_from_another_thread_are_never_lost() {
+        let o = Arc::new(Outbox::new(1024));
+        o.set_parked(true);
+        let producer = {
+            let o = o.clone();
+            std::thread::spawn(move || {
+                for n in 0..1000u32 {
+                    while o.push(Bytes::from(n.to_be_bytes().to_vec())).is_err() {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        };
+        let mut got = 0u32;
+        let mut batch = Vec::new();
+        while got < 1000 {
+            o.take(&mut batch, 256);
+            for p in batch.drain(..) {
+                assert_eq!(p.as_ref(), got.to_be_bytes());
+                got += 1;
+            }
+            if got < 1000 && o.is_empty() {
+                tokio::time::timeout(Duration::from_secs(5), o.woken())
+                    .await
+                    .expect("a packet queued while parked must wake the task");
+            }
+        }
+        producer.join().unwrap();
     }
 }

@@ -71,7 +71,7 @@ impl<S: Serializer> Server<S> {
 
     /// Number of sessions that completed the handshake and are open.
     pub fn sessions(&self) -> usize {
-        self.ctx.lock().len()
+        self.ctx.session_count()
     }
 
     /// Waits for Ctrl-C or SIGTERM, then shuts down gracefully.

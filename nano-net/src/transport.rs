@@ -44,20 +44,55 @@ impl<R: AsyncRead + Unpin + Send + 'static> PacketSource for StreamSource<R> {
 /// The read half of a plain TCP connection. It holds no read buffer while idle: the buffer is
 /// released whenever it has been fully decoded, and allocated again only once the socket is
 /// readable, so thousands of idle connections cost no buffer memory.
-pub(crate) struct TcpSource(pub tokio::net::tcp::OwnedReadHalf);
+///
+/// The size allocated follows what the reads bring: small (the allocator serves it from its
+/// per-thread cache, so a request costs no trip into the heap proper) while requests are
+/// small, doubling after each read that fills it, halving back after small ones.
+pub(crate) struct TcpSource {
+    half: tokio::net::tcp::OwnedReadHalf,
+    chunk: usize,
+}
+
+impl TcpSource {
+    /// The smallest read buffer, and the first.
+    const MIN_CHUNK: usize = 512;
+    /// The largest read buffer allocated at once.
+    const MAX_CHUNK: usize = 64 * 1024;
+
+    pub fn new(half: tokio::net::tcp::OwnedReadHalf) -> Self {
+        TcpSource {
+            half,
+            chunk: Self::MIN_CHUNK,
+        }
+    }
+
+    /// The next buffer size after a read of `n` bytes into `spare` free bytes.
+    fn adapt(chunk: usize, n: usize, spare: usize) -> usize {
+        if n == spare {
+            (chunk * 2).min(Self::MAX_CHUNK)
+        } else if n < chunk / 4 {
+            (chunk / 2).max(Self::MIN_CHUNK)
+        } else {
+            chunk
+        }
+    }
+}
 
 impl PacketSource for TcpSource {
     async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         if buf.is_empty() && buf.capacity() > 0 {
             *buf = BytesMut::new();
         }
-        self.0.readable().await?;
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
+        self.half.readable().await?;
+        if buf.capacity() - buf.len() < Self::MIN_CHUNK / 4 {
+            buf.reserve(self.chunk);
         }
+        let spare = buf.capacity() - buf.len();
         // `read_buf`, not `try_read_buf`: a short read clears the socket's readiness, saving
         // the extra read that would only return "would block".
-        self.0.read_buf(buf).await
+        let n = self.half.read_buf(buf).await?;
+        self.chunk = Self::adapt(self.chunk, n, spare);
+        Ok(n)
     }
 }
 
@@ -178,5 +213,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> PacketSink for WsSink<S
             .close()
             .await
             .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TcpSource;
+
+    #[test]
+    fn the_read_buffer_follows_the_reads() {
+        let min = TcpSource::MIN_CHUNK;
+        // Small requests keep it small.
+        assert_eq!(TcpSource::adapt(min, 30, min), min);
+        // A read that fills it doubles it, up to the cap.
+        assert_eq!(TcpSource::adapt(min, min, min), 2 * min);
+        let max = TcpSource::MAX_CHUNK;
+        assert_eq!(TcpSource::adapt(max, max, max), max);
+        // Small reads after a burst shrink it back, not below the minimum.
+        assert_eq!(TcpSource::adapt(8 * min, 40, 8 * min), 4 * min);
+        assert_eq!(TcpSource::adapt(min, 1, min), min);
     }
 }
