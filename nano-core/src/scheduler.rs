@@ -8,20 +8,24 @@
 //!
 //! # How jobs run
 //!
-//! The components sit behind one lock. Submitting a job queues it and then tries to take the
-//! lock: whoever holds it runs every queued job, in order, before letting go ("combining").
+//! At most one party *owns* the scheduler at a time, and only the owner touches the components.
+//! Ownership is a flag kept under the same lock as the job queue, so one lock round trip both
+//! queues a job and tells whether anyone is running, and one both takes the next job and, the
+//! queue being empty, gives ownership up: a job queued a moment later finds the scheduler free
+//! and runs itself, so none is ever stranded. Whoever submits a job to a free scheduler becomes
+//! its owner and runs the job at once, then every job queued meanwhile, in order ("combining").
 //! So when the scheduler is idle, a synchronous handler runs at once on the connection's own
 //! task, with no hop to another task and no wake-up, and under load one task drains many jobs
-//! in a row. A job that must await (an `async fn` handler) is handed, together with the lock,
+//! in a row. A job that must await (an `async fn` handler) is handed, together with ownership,
 //! to the scheduler's own task, which drives it to completion before anything else runs; that
 //! task also owns the timers.
 //!
 //! | submitter finds | it does |
 //! |---|---|
-//! | the lock free | runs the queue (its own job included) until empty, then releases |
-//! | the lock held | leaves the job queued: the holder runs it before releasing |
-//! | an async job at the head | passes the lock and the job to the scheduler task |
-//! | it has run 64 jobs and more wait | passes the lock and the rest to the scheduler task |
+//! | the scheduler free | becomes its owner, runs its job and then the queue until empty, then lets go |
+//! | the scheduler owned | queues the job: the owner runs it before letting go |
+//! | an async job at the head | passes ownership and the job to the scheduler task |
+//! | it has run 64 jobs and more wait | passes ownership and the rest to the scheduler task |
 //!
 //! A panic in a job is caught and traced; the scheduler goes on with the next job.
 
@@ -31,11 +35,11 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::sync::{mpsc, OwnedMutexGuard};
+use tokio::sync::mpsc;
 use tokio_util::time::{delay_queue, DelayQueue};
 
 /// The state a scheduler owns: one slot per component.
@@ -44,6 +48,9 @@ pub(crate) type SlotRef<'a> = &'a mut (dyn Any + Send);
 /// A future borrowed from a component slot (an async handler in progress).
 pub(crate) type SlotFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
+/// An async job: given its component, returns the future to drive.
+type AsyncJob = Box<dyn for<'a> FnOnce(SlotRef<'a>) -> SlotFuture<'a> + Send>;
+
 type Slots = Vec<Box<dyn Any + Send>>;
 
 /// One unit of work for a slot.
@@ -51,7 +58,7 @@ pub(crate) enum Job {
     /// Runs to completion at once.
     Sync(Box<dyn FnOnce(SlotRef<'_>) + Send>),
     /// Returns a future the scheduler drives to completion before the next job.
-    Async(Box<dyn for<'a> FnOnce(SlotRef<'a>) -> SlotFuture<'a> + Send>),
+    Async(AsyncJob),
 }
 
 type TimerFn = Arc<Mutex<Box<dyn FnMut(SlotRef<'_>) + Send>>>;
@@ -61,12 +68,14 @@ type TimerFn = Arc<Mutex<Box<dyn FnMut(SlotRef<'_>) + Send>>>;
 pub struct TimerId(u64);
 
 enum Command {
-    /// The lock and an async job at the head of the queue, handed to the scheduler task.
+    /// Ownership and the async job found at the head of the queue, for the scheduler task.
     RunAsync {
-        slots: OwnedMutexGuard<Slots>,
+        owner: Handover,
         slot: usize,
-        job: Box<dyn for<'a> FnOnce(SlotRef<'a>) -> SlotFuture<'a> + Send>,
+        job: AsyncJob,
     },
+    /// Ownership, handed over by a task that ran its share of the queue: run the rest.
+    Continue(Handover),
     AddTimer {
         id: TimerId,
         slot: usize,
@@ -75,8 +84,6 @@ enum Command {
         f: TimerFn,
     },
     CancelTimer(TimerId),
-    /// The lock, handed over by a task that ran its share of the queue: run the rest.
-    Continue(OwnedMutexGuard<Slots>),
     /// Stop after the commands already queued.
     Stop,
 }
@@ -86,10 +93,21 @@ struct Queued {
     job: Job,
 }
 
+/// The job queue and who owns the scheduler, behind one lock.
+struct State {
+    queue: VecDeque<Queued>,
+    /// Someone (a submitter running jobs inline, or the scheduler task, or a command in transit
+    /// to it) owns the scheduler. While it is false the queue is empty.
+    owned: bool,
+}
+
 struct Core {
     name: Arc<str>,
-    slots: Arc<tokio::sync::Mutex<Slots>>,
-    queue: Mutex<VecDeque<Queued>>,
+    state: Mutex<State>,
+    /// The components. Only the owner locks this, so the lock is never contended; it is held
+    /// for a run of synchronous jobs, never across an await (an async job takes its component
+    /// out of the slot instead, see [`Lent`]).
+    slots: Mutex<Slots>,
     stopped: AtomicBool,
     tx: mpsc::UnboundedSender<Command>,
 }
@@ -123,8 +141,11 @@ impl PendingScheduler {
             handle: Scheduler {
                 core: Arc::new(Core {
                     name: name.into(),
-                    slots: Arc::new(tokio::sync::Mutex::new(Vec::new())),
-                    queue: Mutex::new(VecDeque::new()),
+                    state: Mutex::new(State {
+                        queue: VecDeque::new(),
+                        owned: false,
+                    }),
+                    slots: Mutex::new(Vec::new()),
                     stopped: AtomicBool::new(false),
                     tx,
                 }),
@@ -138,10 +159,7 @@ impl PendingScheduler {
     /// Hands the components to the scheduler and spawns its task on the current runtime.
     pub fn start(self) -> tokio::task::JoinHandle<()> {
         let core = self.handle.core.clone();
-        match core.slots.clone().try_lock_owned() {
-            Ok(mut slots) => *slots = self.slots,
-            Err(_) => unreachable!("nothing can hold the lock of a scheduler not yet started"),
-        }
+        *lock(&core.slots) = self.slots;
         tokio::spawn(run(core, self.rx))
     }
 }
@@ -158,8 +176,17 @@ impl Scheduler {
         if self.core.stopped.load(Ordering::Acquire) {
             return false;
         }
-        lock(&self.core.queue).push_back(Queued { slot, job });
-        self.core.drain(INLINE_BUDGET);
+        if let Some(first) = self.core.submit(Queued { slot, job }) {
+            // We own the scheduler: run our job and what queues up behind it, for a while.
+            match self.core.run_sync(Some(first), INLINE_BUDGET) {
+                Ran::Released => {}
+                Ran::Async { slot, job } => {
+                    self.core
+                        .hand_off(|owner| Command::RunAsync { owner, slot, job })
+                }
+                Ran::OverBudget => self.core.hand_off(Command::Continue),
+            }
+        }
         true
     }
 
@@ -200,69 +227,172 @@ impl Scheduler {
 /// that one connection is not kept from its own socket by everyone else's work.
 const INLINE_BUDGET: usize = 64;
 
-/// What is left after running the queue for a while.
-enum Drained {
-    /// The queue was empty; the lock has been released.
-    Empty,
-    /// The lock and what remains go to the scheduler task.
-    Handoff(Command),
+/// How a run of synchronous jobs ended.
+enum Ran {
+    /// The queue was empty; ownership has been released.
+    Released,
+    /// An async job is next; the caller still owns the scheduler.
+    Async { slot: usize, job: AsyncJob },
+    /// The budget is spent and more jobs wait; the caller still owns the scheduler.
+    OverBudget,
 }
 
 impl Core {
-    /// Runs queued jobs if nobody else is (see the module doc), at most `budget` of them before
-    /// handing the lock and the rest to the scheduler task.
-    fn drain(&self, budget: usize) {
-        loop {
-            let Ok(slots) = self.slots.clone().try_lock_owned() else {
-                return; // the holder runs what we queued before it lets go
-            };
-            if !self.finish(self.run_queue(slots, budget)) {
-                return;
-            }
+    /// Queues a job behind the current owner; or, when nobody owns the scheduler, makes the
+    /// caller its owner and gives the job back to be run first (the queue is empty then).
+    fn submit(&self, job: Queued) -> Option<Queued> {
+        let mut state = lock(&self.state);
+        if state.owned {
+            state.queue.push_back(job);
+            None
+        } else {
+            debug_assert!(state.queue.is_empty(), "jobs queued on a free scheduler");
+            state.owned = true;
+            Some(job)
         }
     }
 
-    /// Acts on the end of a drain; true when the queue must be looked at again (the lock was
-    /// released, and a job queued while we held it would otherwise be stranded).
-    fn finish(&self, drained: Drained) -> bool {
-        match drained {
-            Drained::Handoff(cmd) => {
-                if self.tx.send(cmd).is_err() {
-                    tracing::error!(scheduler = %self.name, "jobs dropped: scheduler stopped");
-                }
-                false // the scheduler task owns the lock now
-            }
-            Drained::Empty => !lock(&self.queue).is_empty(),
-        }
-    }
-
-    /// Runs synchronous jobs until the queue is empty (then releases the lock), an async job is
-    /// at its head, or `budget` jobs have run (then returns the lock for the scheduler task).
-    fn run_queue(&self, mut slots: OwnedMutexGuard<Slots>, budget: usize) -> Drained {
+    /// Runs jobs as the owner: `first`, then the queue's, in order, until the queue is empty
+    /// (ownership is then released), an async job is next, or `budget` jobs have run and more
+    /// wait. One lock round trip per job takes it and learns whether the queue is empty.
+    fn run_sync(&self, mut next: Option<Queued>, budget: usize) -> Ran {
+        let mut slots = lock(&self.slots);
         let mut ran = 0;
         loop {
-            if ran >= budget && !lock(&self.queue).is_empty() {
-                return Drained::Handoff(Command::Continue(slots));
-            }
-            let next = lock(&self.queue).pop_front();
-            let Some(Queued { slot, job }) = next else {
-                return Drained::Empty;
-            };
-            let Some(state) = slots.get_mut(slot) else {
-                continue;
+            let Queued { slot, job } = match next.take() {
+                Some(q) => q,
+                None => {
+                    let mut state = lock(&self.state);
+                    if ran >= budget && !state.queue.is_empty() {
+                        return Ran::OverBudget;
+                    }
+                    match state.queue.pop_front() {
+                        Some(q) => q,
+                        None => {
+                            // Let go of the components first: the next owner may come at once.
+                            drop(slots);
+                            state.owned = false;
+                            return Ran::Released;
+                        }
+                    }
+                }
             };
             match job {
                 Job::Sync(f) => {
+                    let Some(component) = slots.get_mut(slot) else {
+                        continue;
+                    };
                     ran += 1;
-                    let state = state.as_mut();
-                    if std::panic::catch_unwind(AssertUnwindSafe(|| f(state))).is_err() {
+                    debug_assert!(!(**component).is::<Vacant>(), "a lent-out slot is in use");
+                    let component = component.as_mut();
+                    if std::panic::catch_unwind(AssertUnwindSafe(|| f(component))).is_err() {
                         tracing::error!(scheduler = %self.name, "job panicked");
                     }
                 }
-                Job::Async(job) => return Drained::Handoff(Command::RunAsync { slots, slot, job }),
+                Job::Async(job) => return Ran::Async { slot, job },
             }
         }
     }
+
+    /// Passes the caller's ownership to the scheduler task.
+    fn hand_off(self: &Arc<Self>, cmd: impl FnOnce(Handover) -> Command) {
+        // A failed send drops the command, and with it the `Handover`, which gives up the queue.
+        let _ = self.tx.send(cmd(Handover(Some(self.clone()))));
+    }
+
+    /// Ownership lost without anyone to run the queue (the scheduler task has stopped): drops
+    /// the queued jobs and frees the scheduler.
+    fn abandon(&self) {
+        let dropped = {
+            let mut state = lock(&self.state);
+            state.owned = false;
+            std::mem::take(&mut state.queue)
+        };
+        tracing::error!(scheduler = %self.name, jobs = dropped.len(), "jobs dropped: scheduler stopped");
+        drop(dropped); // outside the lock: a job's captures may do anything when dropped
+    }
+}
+
+/// Ownership of a scheduler on its way to, or held by, the scheduler task. Dropped while still
+/// holding ownership — the task had stopped and the command was never run, or the task was
+/// dropped mid-job with its runtime — it abandons the queue rather than leave the scheduler
+/// owned by nobody forever.
+struct Handover(Option<Arc<Core>>);
+
+impl Handover {
+    /// Ownership was released the normal way.
+    fn released(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        if let Some(core) = self.0.take() {
+            core.abandon();
+        }
+    }
+}
+
+/// What a slot holds while its component is lent out to an async job.
+struct Vacant;
+
+/// A component taken out of its slot for an async job, which borrows it across awaits (a
+/// `MutexGuard` cannot be held there: the task's future must stay `Send`). Only the owner
+/// touches the slots, and the owner is busy driving that job, so nobody sees the slot vacant.
+/// Dropping it puts the component back, also when the job panics or the task is dropped.
+struct Lent<'a> {
+    core: &'a Core,
+    slot: usize,
+    component: Box<dyn Any + Send>,
+}
+
+impl<'a> Lent<'a> {
+    fn take(core: &'a Core, slot: usize) -> Option<Self> {
+        let mut slots = lock(&core.slots);
+        let component = std::mem::replace(slots.get_mut(slot)?, Box::new(Vacant));
+        Some(Lent {
+            core,
+            slot,
+            component,
+        })
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        let component = std::mem::replace(&mut self.component, Box::new(Vacant));
+        if let Some(slot) = lock(&self.core.slots).get_mut(self.slot) {
+            *slot = component;
+        }
+    }
+}
+
+/// The scheduler task's turn as owner: the async job it was handed (if any), then `first` and
+/// the queue, async jobs included, until the queue is empty.
+async fn own(
+    core: &Core,
+    owner: Handover,
+    mut job: Option<(usize, AsyncJob)>,
+    first: Option<Queued>,
+) {
+    let mut next = first;
+    loop {
+        if let Some((slot, job)) = job.take() {
+            if let Some(mut lent) = Lent::take(core, slot) {
+                let fut = job(lent.component.as_mut());
+                if AssertUnwindSafe(fut).catch_unwind().await.is_err() {
+                    tracing::error!(scheduler = %core.name, "async job panicked");
+                }
+            }
+        }
+        match core.run_sync(next.take(), usize::MAX) {
+            Ran::Released => break,
+            Ran::Async { slot, job: j } => job = Some((slot, j)),
+            Ran::OverBudget => {} // not with an unlimited budget; run on
+        }
+    }
+    owner.released();
 }
 
 struct Timer {
@@ -281,21 +411,10 @@ async fn run(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<Command>) {
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
                 match cmd {
-                    Command::RunAsync { mut slots, slot, job } => {
-                        if let Some(state) = slots.get_mut(slot) {
-                            let fut = job(state.as_mut());
-                            if AssertUnwindSafe(fut).catch_unwind().await.is_err() {
-                                tracing::error!(scheduler = %core.name, "async job panicked");
-                            }
-                        }
-                        drop(slots);
-                        core.drain(usize::MAX);
+                    Command::RunAsync { owner, slot, job } => {
+                        own(&core, owner, Some((slot, job)), None).await;
                     }
-                    Command::Continue(slots) => {
-                        if core.finish(core.run_queue(slots, usize::MAX)) {
-                            core.drain(usize::MAX);
-                        }
-                    }
+                    Command::Continue(owner) => own(&core, owner, None, None).await,
                     Command::AddTimer { id, slot, delay, period, f } => {
                         let key = queue.insert(id, delay);
                         timers.insert(id, Timer { key, slot, period, f });
@@ -312,15 +431,20 @@ async fn run(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<Command>) {
                 let id = expired.into_inner();
                 let Some(mut timer) = timers.remove(&id) else { continue };
                 let f = timer.f.clone();
+                let slot = timer.slot;
+                // Re-armed before the callback runs, so the period does not drift by the time
+                // the queue takes.
+                if let Some(period) = timer.period {
+                    timer.key = queue.insert(id, period);
+                    timers.insert(id, timer);
+                }
                 let fire = Job::Sync(Box::new(move |state| {
                     let mut f = lock(&f);
                     (*f)(state);
                 }));
-                lock(&core.queue).push_back(Queued { slot: timer.slot, job: fire });
-                core.drain(usize::MAX);
-                if let Some(period) = timer.period {
-                    timer.key = queue.insert(id, period);
-                    timers.insert(id, timer);
+                if let Some(first) = core.submit(Queued { slot, job: fire }) {
+                    let owner = Handover(Some(core.clone()));
+                    own(&core, owner, None, Some(first)).await;
                 }
             }
         }
@@ -330,6 +454,9 @@ async fn run(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<Command>) {
 
 /// The locks here guard plain data; a panic while holding one cannot leave it half-written in
 /// a way that matters, so poisoning is ignored.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
 
 use crate::group::Membership;
 use crate::link::{Link, SendError};
@@ -16,6 +15,11 @@ use crate::pipeline::Envelope;
 use crate::protocol::{DataPacketWriter, MessageType};
 use crate::shared::Shared;
 use crate::{Encode, Error, Json, Result, Serializer};
+
+mod inflight;
+
+pub(crate) use inflight::InFlight;
+use inflight::Limit;
 
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -52,7 +56,8 @@ struct Inner<S> {
     shared: Arc<Shared<S>>,
     closed: AtomicBool,
     groups: Mutex<Vec<Weak<dyn Membership>>>,
-    inflight: Arc<Semaphore>,
+    /// Limits the messages of the session in flight on the schedulers.
+    inflight: Limit,
 }
 
 impl<S> Clone for Session<S> {
@@ -75,7 +80,7 @@ impl<S> fmt::Debug for Session<S> {
 
 impl<S: Serializer> Session<S> {
     pub(crate) fn new(link: Arc<dyn Link>, shared: Arc<Shared<S>>) -> Self {
-        let inflight = Arc::new(Semaphore::new(shared.max_inflight.max(1)));
+        let inflight = Limit::new(shared.max_inflight);
         Session {
             inner: Arc::new(Inner {
                 id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
@@ -312,11 +317,6 @@ impl<S> Session<S> {
 
     pub(crate) fn shared(&self) -> &Shared<S> {
         &self.inner.shared
-    }
-
-    /// Limits the messages of one session in flight on the schedulers.
-    pub(crate) fn inflight(&self) -> &Arc<Semaphore> {
-        &self.inner.inflight
     }
 
     pub(crate) fn joined(&self, group: Weak<dyn Membership>) {

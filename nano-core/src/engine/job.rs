@@ -5,10 +5,11 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::sync::oneshot;
 
 use crate::component::{BoxedPayload, Call, Responder};
 use crate::scheduler::{Job, Scheduler};
+use crate::session::InFlight;
 use crate::shared::Shared;
 use crate::{Component, Context, Error, Serializer, Session};
 
@@ -20,9 +21,8 @@ pub(crate) enum Hook {
     Shutdown,
 }
 
-/// Makes the job that calls handler `index` of a component type.
-pub(crate) type MakeJob<S> =
-    fn(usize, Session<S>, Option<u64>, BoxedPayload, OwnedSemaphorePermit) -> Job;
+/// Makes the job that calls handler `index` of a component type for a message in flight.
+pub(crate) type MakeJob<S> = fn(usize, InFlight<S>, Option<u64>, BoxedPayload) -> Job;
 
 pub(crate) fn run_hook<C: Component>(
     hook: Hook,
@@ -83,10 +83,9 @@ fn handler_panicked<S: Serializer>(
 
 pub(crate) fn make_job<C: Component>(
     index: usize,
-    session: Session<C::Serializer>,
+    message: InFlight<C::Serializer>,
     id: Option<u64>,
     payload: BoxedPayload,
-    permit: OwnedSemaphorePermit,
 ) -> Job {
     let is_async = C::HANDLERS.get(index).is_some_and(|h| h.is_async);
     if is_async {
@@ -96,34 +95,30 @@ pub(crate) fn make_job<C: Component>(
                 return Box::pin(async {});
             };
             Box::pin(async move {
-                let _permit = permit;
+                // `message` lives until the end: the message counts as in flight until then.
+                let session = message.session();
                 let run = async {
-                    let reply = Responder {
-                        session: &session,
-                        id,
-                    };
-                    if let Call::Pending(f) = c.call(index, &session, payload, reply) {
+                    let reply = Responder { session, id };
+                    if let Call::Pending(f) = c.call(index, session, payload, reply) {
                         f.await;
                     }
                 };
                 if let Err(p) = AssertUnwindSafe(run).catch_unwind().await {
-                    handler_panicked(&session, id, C::NAME, index, p.as_ref());
+                    handler_panicked(session, id, C::NAME, index, p.as_ref());
                 }
             })
         }))
     } else {
         Job::Sync(Box::new(move |state| {
-            let _permit = permit;
+            // `message` lives until the end: the message counts as in flight until then.
+            let session = message.session();
             let Some(c) = state.downcast_mut::<C>() else {
                 tracing::error!(component = C::NAME, "scheduler slot holds another type");
                 return;
             };
-            let reply = Responder {
-                session: &session,
-                id,
-            };
+            let reply = Responder { session, id };
             let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                matches!(c.call(index, &session, payload, reply), Call::Done)
+                matches!(c.call(index, session, payload, reply), Call::Done)
             }));
             match r {
                 Ok(true) => {}
@@ -137,7 +132,7 @@ pub(crate) fn make_job<C: Component>(
                         session.respond(id, Err(Error::internal("handler kind mismatch")));
                     }
                 }
-                Err(p) => handler_panicked(&session, id, C::NAME, index, p.as_ref()),
+                Err(p) => handler_panicked(session, id, C::NAME, index, p.as_ref()),
             }
         }))
     }

@@ -251,16 +251,8 @@ impl<S: Serializer> Engine<S> {
                 return Ok(());
             }
         };
-        let permit = session
-            .inflight()
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| DispatchError::NotFromClient(MessageType::Request));
-        let Ok(permit) = permit else {
-            return Ok(());
-        };
-        let job = (route.make_job)(route.index, session.clone(), id, payload, permit);
+        let message = session.in_flight().await;
+        let job = (route.make_job)(route.index, message, id, payload);
         let slot = self.inner.registrations[route.component].slot;
         if !route.scheduler.enqueue(slot, job) {
             Self::fail(session, id, Error::unavailable("server is shutting down"));
@@ -274,3 +266,6 @@ impl<S: Serializer> Engine<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

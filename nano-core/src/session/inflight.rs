@@ -1,0 +1,259 @@
+//! The per-session in-flight limit: how many of a session's messages may be queued or running
+//! on the schedulers before its reader waits (backpressure).
+//!
+//! A counting semaphore whose uncontended acquire and release are one atomic operation each:
+//! free permits and the number of waiting tasks share one word, so a release learns in the same
+//! operation whether anybody waits, and only then touches the wake-up machinery. (tokio's
+//! `Semaphore` locks its waiter list on every release.)
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
+
+use super::Session;
+
+/// One waiting task, counted in the high half of the state word.
+const WAITER: usize = 1 << (usize::BITS / 2);
+/// The free permits, in the low half.
+const PERMITS: usize = WAITER - 1;
+
+/// A counting semaphore for one session's messages in flight.
+pub(crate) struct Limit {
+    /// Free permits (low half) and tasks waiting for one (high half).
+    state: AtomicUsize,
+    /// Wakes waiters; notified by a release only when some task is counted as waiting.
+    notify: Notify,
+}
+
+impl Limit {
+    /// A limit of `permits` (at least 1, at most 2^(half the word size) - 1).
+    pub fn new(permits: usize) -> Self {
+        Limit {
+            state: AtomicUsize::new(permits.clamp(1, PERMITS)),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Takes a permit if one is free.
+    pub fn try_acquire(&self) -> bool {
+        let mut cur = self.state.load(Ordering::Relaxed);
+        while cur & PERMITS != 0 {
+            match self.state.compare_exchange_weak(
+                cur,
+                cur - 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+        false
+    }
+
+    /// Takes a permit, waiting until one is released when none is free. Cancel-safe: dropped
+    /// while waiting, it takes nothing and leaves the waiters.
+    pub async fn acquire(&self) {
+        if self.try_acquire() {
+            return;
+        }
+        let mut waiter = Waiter {
+            limit: self,
+            counted: false,
+        };
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // In the notify list before the count is looked at: a release after the look sees
+            // us counted and wakes a listed waiter.
+            notified.as_mut().enable();
+            if waiter.take_or_wait() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Returns a permit, waking a waiter if one is counted.
+    pub fn release(&self) {
+        let prev = self.state.fetch_add(1, Ordering::AcqRel);
+        if prev >= WAITER {
+            self.notify.notify_one();
+        }
+    }
+
+    #[cfg(test)]
+    fn counts(&self) -> (usize, usize) {
+        let s = self.state.load(Ordering::Acquire);
+        (s & PERMITS, s / WAITER)
+    }
+}
+
+/// A task in [`Limit::acquire`]'s slow path; `counted` while it is among the waiters.
+struct Waiter<'a> {
+    limit: &'a Limit,
+    counted: bool,
+}
+
+impl Waiter<'_> {
+    /// Takes a free permit (and stops being counted), or is counted as waiting; true when it
+    /// took a permit. A compare-exchange even when nothing changes, so the decision to wait is
+    /// made on the latest count.
+    fn take_or_wait(&mut self) -> bool {
+        let state = &self.limit.state;
+        let mut cur = state.load(Ordering::Acquire);
+        loop {
+            let took = cur & PERMITS != 0;
+            let new = match (took, self.counted) {
+                (true, true) => cur - 1 - WAITER,
+                (true, false) => cur - 1,
+                (false, true) => cur,
+                (false, false) => cur + WAITER,
+            };
+            match state.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    self.counted = !took;
+                    return took;
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            // Cancelled while waiting. A wake-up meant for us is passed on by `Notified`'s drop.
+            self.limit.state.fetch_sub(WAITER, Ordering::AcqRel);
+        }
+    }
+}
+
+/// One message of a session in flight (queued or running on a scheduler): it counts against
+/// the session's limit until dropped. Carries the session handle for the handler.
+pub(crate) struct InFlight<S> {
+    session: Session<S>,
+}
+
+impl<S> InFlight<S> {
+    /// The session the message came from.
+    #[inline]
+    pub fn session(&self) -> &Session<S> {
+        &self.session
+    }
+}
+
+impl<S> Session<S> {
+    /// Counts one more message of this session in flight, waiting while `max_inflight` are.
+    pub(crate) async fn in_flight(&self) -> InFlight<S> {
+        self.inner.inflight.acquire().await;
+        InFlight {
+            session: self.clone(),
+        }
+    }
+}
+
+impl<S> Drop for InFlight<S> {
+    fn drop(&mut self) {
+        self.session.inner.inflight.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Polls `fut` once; true when it completed.
+    fn ready<F: std::future::Future>(fut: std::pin::Pin<&mut F>) -> bool {
+        let waker = futures_util::task::noop_waker();
+        fut.poll(&mut std::task::Context::from_waker(&waker))
+            .is_ready()
+    }
+
+    #[test]
+    fn permits_are_counted() {
+        let l = Limit::new(2);
+        assert!(l.try_acquire());
+        assert!(l.try_acquire());
+        assert!(!l.try_acquire());
+        l.release();
+        assert!(l.try_acquire());
+        assert!(!l.try_acquire());
+        l.release();
+        l.release();
+        assert_eq!(l.counts(), (2, 0));
+        assert_eq!(Limit::new(0).counts(), (1, 0));
+    }
+
+    #[test]
+    fn a_waiter_waits_for_a_release_and_leaves_the_count_when_cancelled() {
+        let l = Limit::new(1);
+        assert!(l.try_acquire());
+        let mut a = Box::pin(l.acquire());
+        assert!(!ready(a.as_mut()), "acquired beyond the limit");
+        assert_eq!(l.counts(), (0, 1));
+        l.release();
+        assert!(ready(a.as_mut()), "not woken by the release");
+        assert_eq!(l.counts(), (0, 0));
+
+        let mut b = Box::pin(l.acquire());
+        assert!(!ready(b.as_mut()));
+        assert_eq!(l.counts(), (0, 1));
+        drop(b);
+        assert_eq!(l.counts(), (0, 0), "a cancelled waiter still counted");
+        l.release();
+        assert_eq!(l.counts(), (1, 0));
+    }
+
+    #[test]
+    fn a_cancelled_waiter_passes_its_wake_up_on() {
+        let l = Limit::new(1);
+        assert!(l.try_acquire());
+        let mut a = Box::pin(l.acquire());
+        let mut b = Box::pin(l.acquire());
+        assert!(!ready(a.as_mut()));
+        assert!(!ready(b.as_mut()));
+        l.release(); // wakes `a`, which is then dropped without taking the permit
+        drop(a);
+        assert!(ready(b.as_mut()), "the permit went to nobody");
+        assert_eq!(l.counts(), (0, 0));
+    }
+
+    /// Many tasks on several threads, each taking and releasing permits: never more than the
+    /// limit held at once, nobody stuck, every permit back at the end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn never_more_than_the_limit_under_contention() {
+        const LIMIT: usize = 3;
+        let l = Arc::new(Limit::new(LIMIT));
+        let held = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (l, held, most) = (l.clone(), held.clone(), most.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..500 {
+                    l.acquire().await;
+                    let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    if i % 7 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                    held.fetch_sub(1, Ordering::SeqCst);
+                    l.release();
+                }
+            }));
+        }
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(20), t)
+                .await
+                .expect("a waiter was never woken")
+                .unwrap();
+        }
+        assert!(most.load(Ordering::SeqCst) <= LIMIT, "limit exceeded");
+        assert_eq!(l.counts(), (LIMIT, 0));
+    }
+}
