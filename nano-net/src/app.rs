@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nano_core::{Component, EngineBuilder, Json, Pipeline, Serializer};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::config::{FullQueuePolicy, HandshakeRefusal, HandshakeRequest, ServerConfig};
 use crate::ctx::ServerCtx;
@@ -14,9 +13,6 @@ use crate::http::{HttpHandler, HttpRequest, HttpResponse, HttpSide};
 use crate::listen::{bind, ListenerSpec};
 use crate::server::Server;
 use crate::tls::TlsConfig;
-
-/// Bytes tungstenite reads per call on each WebSocket connection.
-const WS_READ_BUFFER: usize = 1024;
 
 /// Starts building an application with the JSON serializer.
 ///
@@ -306,18 +302,14 @@ impl<S: Serializer> App<S> {
         let max_packet = engine.max_packet_size();
         engine.start().await;
         let ctx = Arc::new(ServerCtx::new(engine, self.config.clone()));
-        // A frame holds whole packets; bound it so a peer cannot make us buffer more.
-        // A small read buffer: it is allocated for every connection, idle or not, and nano's
-        // packets are small.
-        let ws_config = WebSocketConfig::default()
-            .max_message_size(Some(2 * (max_packet + 4)))
-            .max_frame_size(Some(2 * (max_packet + 4)))
-            .read_buffer_size(WS_READ_BUFFER);
+        // Frames carry whole packets (a couple of them at most, from our clients); a larger
+        // frame or fragmented message ends the connection.
+        let max_ws_payload = 2 * (max_packet + 4);
         let http = Arc::new(HttpSide {
             ws_path: String::new(),
             allowed_origins: self.config.allowed_origins.clone(),
             handlers: self.http,
-            ws_config,
+            max_ws_payload,
         });
         bind(ctx, self.listeners, http).await
     }

@@ -8,8 +8,6 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
 
 /// The largest HTTP request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
@@ -152,7 +150,9 @@ fn content_type(path: &std::path::Path) -> &'static str {
 
 /// What arrived on a WebSocket port.
 pub(crate) enum Accepted<S> {
-    WebSocket(Box<WebSocketStream<S>>),
+    /// Upgraded: the stream, and the bytes read past the request head (the first WebSocket
+    /// bytes, often none).
+    WebSocket(S, BytesMut),
     /// Plain HTTP was answered, or the request was refused; nothing more to do.
     Done,
 }
@@ -162,7 +162,8 @@ pub(crate) struct HttpSide {
     pub ws_path: String,
     pub allowed_origins: Option<Vec<String>>,
     pub handlers: Vec<HttpHandler>,
-    pub ws_config: WebSocketConfig,
+    /// The largest WebSocket frame payload, and fragmented message, accepted.
+    pub max_ws_payload: usize,
 }
 
 /// Reads the request head and either upgrades to WebSocket or answers plain HTTP.
@@ -224,15 +225,12 @@ where
         );
         stream.write_all(head.as_bytes()).await?;
         stream.flush().await?;
-        let leftover = buf.split_off(head_len).to_vec();
-        let ws = WebSocketStream::from_partially_read(
-            stream,
-            leftover,
-            Role::Server,
-            Some(side.ws_config),
-        )
-        .await;
-        return Ok(Accepted::WebSocket(Box::new(ws)));
+        let leftover = if buf.len() > head_len {
+            buf.split_off(head_len)
+        } else {
+            BytesMut::new() // frees the head's buffer
+        };
+        return Ok(Accepted::WebSocket(stream, leftover));
     }
     for h in &side.handlers {
         if let Some(resp) = h(&req) {

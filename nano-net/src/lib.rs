@@ -9,7 +9,8 @@
 //! | `agent` | one per connection: handshake, read loop, batched writer |
 //! | `heartbeat` | one sweeper per server: heartbeats, kicks silent peers |
 //! | `outbox` | a connection's bounded send queue and its wake-up |
-//! | `transport` | raw streams (one `writev` per batch) and WebSocket binary frames |
+//! | `transport` | what the agent reads from and writes to; raw streams (one `writev` per batch) |
+//! | `ws` | server WebSocket over the halves of an upgraded stream: frames parsed and unmasked in place, one binary frame per batch |
 //! | `http` | WebSocket upgrade with origin check, plain HTTP on the same port |
 //! | `tls` | [`TlsConfig`] from PEM |
 //! | [`client`] | [`Client`]: a Rust client for bots, tests and benchmarks |
@@ -28,6 +29,7 @@ mod outbox;
 mod server;
 mod tls;
 mod transport;
+mod ws;
 
 pub use app::{app, App};
 pub use client::{Client, ClientBuilder, ClientError, ClientEvent, HandshakeInfo};

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use nano_core::Serializer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -19,7 +18,8 @@ use crate::heartbeat;
 use crate::http::{self, HttpSide};
 use crate::server::{ConnTracker, Server, Transport};
 use crate::tls::TlsConfig;
-use crate::transport::{StreamSink, StreamSource, TcpSource, WsSink, WsSource};
+use crate::transport::{StreamSink, StreamSource, TcpSource};
+use crate::ws::{self, Upgraded};
 
 /// One listener of a server.
 pub(crate) enum ListenerSpec {
@@ -68,7 +68,7 @@ pub(crate) async fn bind<S: Serializer>(
                 ws_path: path,
                 allowed_origins: http.allowed_origins.clone(),
                 handlers: http.handlers.clone(),
-                ws_config: http.ws_config,
+                max_ws_payload: http.max_ws_payload,
             })
         });
         tasks.spawn(accept_loop(
@@ -197,7 +197,7 @@ async fn tls_accept<S>(
 async fn websocket<S, IO>(ctx: Arc<ServerCtx<S>>, stream: IO, remote: SocketAddr, http: &HttpSide)
 where
     S: Serializer,
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    IO: Upgraded,
 {
     // Boxed: the HTTP phase is over once upgraded, so it must not stay in this future.
     let accepted = tokio::time::timeout(
@@ -206,9 +206,10 @@ where
     )
     .await;
     match accepted {
-        Ok(Ok(http::Accepted::WebSocket(ws))) => {
-            let (sink, source) = (*ws).split();
-            agent::serve(ctx, WsSource(source), WsSink(sink), remote).await;
+        Ok(Ok(http::Accepted::WebSocket(stream, leftover))) => {
+            let (read, write) = stream.into_halves();
+            let (source, sink) = ws::pair(read, write, leftover, http.max_ws_payload);
+            agent::serve(ctx, source, sink, remote).await;
         }
         Ok(Ok(http::Accepted::Done)) => {}
         Ok(Err(e)) => tracing::debug!(%remote, error = %e, "http error"),
@@ -251,7 +252,7 @@ mod tests {
             ws_path: "/nano".into(),
             allowed_origins: None,
             handlers: Vec::new(),
-            ws_config: Default::default(),
+            max_ws_payload: 1 << 16,
         };
         let ws = websocket(ctx(), stream, remote, &side);
         assert!(

@@ -1,17 +1,12 @@
-//! The two byte paths a connection can use: a raw stream (TCP, TLS over TCP) or WebSocket
-//! binary frames. Both feed the same incremental packet decoder.
+//! What the agent reads from and writes to ([`PacketSource`], [`PacketSink`]), and the raw
+//! stream paths (TCP, TLS over TCP). WebSocket's are in `ws`. Both feed the same incremental
+//! packet decoder.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::WebSocketStream;
 
 /// Where inbound bytes come from.
 pub(crate) trait PacketSource: Send + 'static {
@@ -55,9 +50,9 @@ pub(crate) struct TcpSource {
 
 impl TcpSource {
     /// The smallest read buffer, and the first.
-    const MIN_CHUNK: usize = 512;
+    pub(crate) const MIN_CHUNK: usize = 512;
     /// The largest read buffer allocated at once.
-    const MAX_CHUNK: usize = 64 * 1024;
+    pub(crate) const MAX_CHUNK: usize = 64 * 1024;
 
     pub fn new(half: tokio::net::tcp::OwnedReadHalf) -> Self {
         TcpSource {
@@ -67,7 +62,7 @@ impl TcpSource {
     }
 
     /// The next buffer size after a read of `n` bytes into `spare` free bytes.
-    fn adapt(chunk: usize, n: usize, spare: usize) -> usize {
+    pub(crate) fn adapt(chunk: usize, n: usize, spare: usize) -> usize {
         if n == spare {
             (chunk * 2).min(Self::MAX_CHUNK)
         } else if n < chunk / 4 {
@@ -139,81 +134,6 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(w: &mut W, batch: &[Bytes]) -
         }
     }
     Ok(())
-}
-
-/// The read half of a WebSocket.
-pub(crate) struct WsSource<S>(pub SplitStream<WebSocketStream<S>>);
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> PacketSource for WsSource<S> {
-    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        // Hold no buffer while idle.
-        if buf.is_empty() && buf.capacity() > 0 {
-            *buf = BytesMut::new();
-        }
-        loop {
-            match self.0.next().await {
-                None => return Ok(0),
-                Some(Err(e)) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
-                Some(Ok(WsMessage::Binary(data))) => {
-                    if data.is_empty() {
-                        continue;
-                    }
-                    buf.extend_from_slice(&data);
-                    return Ok(data.len());
-                }
-                Some(Ok(WsMessage::Close(_))) => return Ok(0),
-                Some(Ok(WsMessage::Text(_))) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "text frames are not part of the nano protocol",
-                    ))
-                }
-                // Pings are answered by tungstenite; pongs and raw frames carry nothing for us.
-                Some(Ok(_)) => continue,
-            }
-        }
-    }
-}
-
-/// The write half of a WebSocket.
-pub(crate) struct WsSink<S>(pub SplitSink<WebSocketStream<S>, WsMessage>);
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> PacketSink for WsSink<S> {
-    async fn send_batch(&mut self, batch: &[Bytes]) -> io::Result<()> {
-        // Several whole packets per binary frame: one frame, one flush.
-        let frame = if batch.len() == 1 {
-            batch[0].clone() // no copy
-        } else {
-            let len = batch.iter().map(Bytes::len).sum();
-            let mut v = BytesMut::with_capacity(len);
-            for b in batch {
-                v.extend_from_slice(b.chunk());
-            }
-            v.freeze()
-        };
-        self.0
-            .send(WsMessage::Binary(frame))
-            .await
-            .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e))
-    }
-
-    async fn shutdown(&mut self, error: Option<String>) -> io::Result<()> {
-        let frame = match error {
-            Some(reason) => CloseFrame {
-                code: CloseCode::Protocol,
-                reason: reason.chars().take(100).collect::<String>().into(),
-            },
-            None => CloseFrame {
-                code: CloseCode::Normal,
-                reason: "".into(),
-            },
-        };
-        let _ = self.0.send(WsMessage::Close(Some(frame))).await;
-        self.0
-            .close()
-            .await
-            .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e))
-    }
 }
 
 #[cfg(test)]
