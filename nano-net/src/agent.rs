@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{FullQueuePolicy, HandshakeRequest};
 use crate::ctx::ServerCtx;
-use crate::outbox::{Outbox, PushError};
+use crate::outbox::{Outbox, PushError, Registered};
 use crate::transport::{PacketSink, PacketSource};
 
 /// How the connection should end.
@@ -198,6 +198,8 @@ pub(crate) async fn serve<S, R, W>(
     }
     tracing::debug!(%remote, session = session.id(), "session opened");
 
+    // The waker the outbox holds for us (see `Outbox::woken`).
+    let mut registered = Registered::default();
     let reason: Option<String> = 'conn: loop {
         // Everything already buffered first (pipelined packets).
         loop {
@@ -237,7 +239,7 @@ pub(crate) async fn serve<S, R, W>(
         }
         tokio::select! {
             biased;
-            _ = outbox.woken() => {
+            _ = outbox.woken(&mut registered) => {
                 if state.closing.load(Ordering::Acquire) {
                     break None; // ended or aborted: close_out flushes what is queued
                 }

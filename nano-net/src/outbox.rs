@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
@@ -36,10 +36,16 @@ pub(crate) struct Outbox {
     /// Set by a wake-up, cleared by the task that observes it.
     woken: AtomicBool,
     waker: AtomicWaker,
+    /// How many times a wake-up has taken the waker (see [`Outbox::woken`]).
+    takes: AtomicUsize,
     /// Whether the connection's task is waiting: only then does a push need to wake it. A push
     /// made by the task itself (a handler run inline) is written without a wake-up.
     parked: AtomicBool,
 }
+
+/// The waker a waiting task last left in an [`Outbox`], and the outbox's take count then.
+#[derive(Default)]
+pub(crate) struct Registered(Option<(Waker, usize)>);
 
 struct Queue {
     packets: VecDeque<Bytes>,
@@ -57,6 +63,7 @@ impl Outbox {
             capacity: capacity.max(1),
             woken: AtomicBool::new(false),
             waker: AtomicWaker::new(),
+            takes: AtomicUsize::new(0),
             parked: AtomicBool::new(false),
         }
     }
@@ -109,17 +116,33 @@ impl Outbox {
 
     /// Completes at the next wake-up (a packet queued into an empty queue while the task was
     /// parked, or [`Outbox::wake`]), consuming it. One task waits; others only wake it.
-    pub fn woken(&self) -> impl std::future::Future<Output = ()> + '_ {
-        poll_fn(|cx| self.poll_woken(cx))
+    ///
+    /// `registered` is the waiting task's memory of the waker it left here: while no wake-up
+    /// has taken it, polling again with the same waker registers nothing (the common case: the
+    /// task polls this at every turn, and only another task's push ever uses the waker).
+    pub fn woken<'a>(
+        &'a self,
+        registered: &'a mut Registered,
+    ) -> impl std::future::Future<Output = ()> + 'a {
+        poll_fn(move |cx| self.poll_woken(cx, registered))
     }
 
-    fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.woken.swap(false, Ordering::AcqRel) {
+    fn poll_woken(&self, cx: &mut Context<'_>, registered: &mut Registered) -> Poll<()> {
+        if self.woken.swap(false, Ordering::SeqCst) {
             return Poll::Ready(());
         }
+        if let Some((waker, takes)) = &registered.0 {
+            // Every take of the waker is counted before the waker is called, so an unchanged
+            // count means ours is still in place.
+            if waker.will_wake(cx.waker()) && self.takes.load(Ordering::SeqCst) == *takes {
+                return Poll::Pending;
+            }
+        }
+        let takes = self.takes.load(Ordering::SeqCst);
         self.waker.register(cx.waker());
+        registered.0 = Some((cx.waker().clone(), takes));
         // A wake-up between the check above and the registration has no waker to call.
-        if self.woken.swap(false, Ordering::AcqRel) {
+        if self.woken.swap(false, Ordering::SeqCst) {
             return Poll::Ready(());
         }
         Poll::Pending
@@ -127,8 +150,12 @@ impl Outbox {
 
     /// Wakes the connection's task (new packets, or time to close or stop).
     pub fn wake(&self) {
-        self.woken.store(true, Ordering::Release);
-        self.waker.wake();
+        self.woken.store(true, Ordering::SeqCst);
+        let waker = self.waker.take();
+        self.takes.fetch_add(1, Ordering::SeqCst);
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     /// Moves up to `max` queued packets into `batch`; releases spare slots once drained.
@@ -190,47 +217,72 @@ mod tests {
     #[tokio::test]
     async fn a_push_wakes_a_parked_task_only() {
         let o = Outbox::new(8);
+        let mut reg = Registered::default();
         // Not parked: the task's own pushes leave no wake-up behind.
         o.push(packet(1)).unwrap();
-        let pending = tokio::time::timeout(Duration::from_millis(20), o.woken()).await;
+        let pending = tokio::time::timeout(Duration::from_millis(20), o.woken(&mut reg)).await;
         assert!(pending.is_err(), "a push while running must not wake");
         o.take(&mut Vec::new(), 8);
         // Parked: the first push into the empty queue wakes it.
         o.set_parked(true);
         o.push(packet(2)).unwrap();
-        tokio::time::timeout(Duration::from_secs(1), o.woken())
+        tokio::time::timeout(Duration::from_secs(1), o.woken(&mut reg))
             .await
             .expect("woken by the push");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn wake_ups_from_another_thread_are_never_lost() {
-        let o = Arc::new(Outbox::new(1024));
-        o.set_parked(true);
-        let producer = {
-            let o = o.clone();
-            std::thread::spawn(move || {
-                for n in 0..1000u32 {
-                    while o.push(Bytes::from(n.to_be_bytes().to_vec())).is_err() {
-                        std::thread::yield_now();
+    async fn wake_ups_from_other_threads_are_never_lost() {
+        // Two producers and a thread of stray wake-ups (as a close would make) race the
+        // consumer's park / check / wait: a lost wake-up stalls the consumer (timeout).
+        const EACH: u32 = 20_000;
+        let o = Arc::new(Outbox::new(64));
+        let done = Arc::new(AtomicBool::new(false));
+        let producers: Vec<_> = (0..2u32)
+            .map(|p| {
+                let o = o.clone();
+                std::thread::spawn(move || {
+                    for n in 0..EACH {
+                        let v = p << 24 | n;
+                        while o.push(Bytes::from(v.to_be_bytes().to_vec())).is_err() {
+                            std::thread::yield_now();
+                        }
                     }
+                })
+            })
+            .collect();
+        let stray = {
+            let (o, done) = (o.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    o.wake();
+                    std::thread::sleep(Duration::from_micros(50));
                 }
             })
         };
-        let mut got = 0u32;
+        let mut next = [0u32; 2];
         let mut batch = Vec::new();
-        while got < 1000 {
+        let mut reg = Registered::default();
+        while next.iter().sum::<u32>() < 2 * EACH {
             o.take(&mut batch, 256);
             for p in batch.drain(..) {
-                assert_eq!(p.as_ref(), got.to_be_bytes());
-                got += 1;
+                let v = u32::from_be_bytes(p.as_ref().try_into().unwrap());
+                let (producer, n) = ((v >> 24) as usize, v & 0xff_ffff);
+                assert_eq!(n, next[producer], "in order per producer");
+                next[producer] += 1;
             }
-            if got < 1000 && o.is_empty() {
-                tokio::time::timeout(Duration::from_secs(5), o.woken())
+            o.set_parked(true);
+            if o.is_empty() {
+                tokio::time::timeout(Duration::from_secs(5), o.woken(&mut reg))
                     .await
                     .expect("a packet queued while parked must wake the task");
             }
+            o.set_parked(false);
         }
-        producer.join().unwrap();
+        done.store(true, Ordering::Relaxed);
+        for p in producers {
+            p.join().unwrap();
+        }
+        stray.join().unwrap();
     }
 }
