@@ -61,6 +61,8 @@ const MAX_CONTROL_FRAME: usize = 2 + MAX_CONTROL_PAYLOAD;
 const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
 /// Slices gathered per `writev`.
 const MAX_SLICES: usize = 64;
+/// Frames up to this size (header included) are assembled on the stack and written at once.
+const SMALL_FRAME: usize = 512;
 
 /// A violation of RFC 6455 (or of our size limit) by the client; it ends the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -522,6 +524,21 @@ fn poll_write_frame<W: AsyncWrite + Unpin>(
     written: &mut usize,
     total: usize,
 ) -> Poll<io::Result<()>> {
+    if *written == 0 && total <= SMALL_FRAME {
+        // A small frame (the usual single reply): copied together on the stack and sent with
+        // one plain write, cheaper in the kernel than a writev of header + packets.
+        let mut frame = [0u8; SMALL_FRAME];
+        let mut end = 0;
+        for piece in std::iter::once(head).chain(batch.iter().map(|b| &b[..])) {
+            frame[end..end + piece.len()].copy_from_slice(piece);
+            end += piece.len();
+        }
+        let w = ready!(Pin::new(&mut *io).poll_write(cx, &frame[..end]))?;
+        if w == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        *written = w;
+    }
     while *written < total {
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
         let mut n = 0;
@@ -1118,6 +1135,24 @@ mod tests {
             assert_eq!(first, BIN);
             assert_eq!(payload, batch.concat());
         }
+    }
+
+    #[tokio::test]
+    async fn a_small_frame_written_in_pieces_arrives_whole() {
+        // A 7-byte pipe: the stack-assembled small frame goes out in several partial writes,
+        // the rest through the vectored path.
+        let (server, mut client) = tokio::io::duplex(7);
+        let (r, w) = tokio::io::split(server);
+        let (_source, mut sink) = pair(r, w, BytesMut::new(), MAX);
+        let batch = [Bytes::from(vec![1u8; 30]), Bytes::from(vec![2u8; 90])];
+        let reader = tokio::spawn(async move {
+            let frame = server_frame(&mut client).await;
+            (frame, client)
+        });
+        sink.send_batch(&batch).await.unwrap();
+        let ((first, payload), _client) = reader.await.unwrap();
+        assert_eq!(first, BIN);
+        assert_eq!(payload, batch.concat());
     }
 
     #[tokio::test]
