@@ -48,16 +48,20 @@ pub struct Session<S = Json> {
     inner: Arc<Inner<S>>,
 }
 
+/// Field order is layout (`repr(C)`): what every message touches (the id, the link, the
+/// shared settings, the in-flight count, the closed flag) first, in one cache line with the
+/// reference counts.
+#[repr(C)]
 struct Inner<S> {
     id: u64,
-    uid: RwLock<Option<Arc<str>>>,
-    data: Mutex<HashMap<String, Box<dyn Any + Send + Sync>>>,
     link: Arc<dyn Link>,
     shared: Arc<Shared<S>>,
     closed: AtomicBool,
-    groups: Mutex<Vec<Weak<dyn Membership>>>,
     /// Limits the messages of the session in flight on the schedulers.
     inflight: Limit,
+    uid: RwLock<Option<Arc<str>>>,
+    data: Mutex<HashMap<String, Box<dyn Any + Send + Sync>>>,
+    groups: Mutex<Vec<Weak<dyn Membership>>>,
 }
 
 impl<S> Clone for Session<S> {

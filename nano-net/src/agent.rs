@@ -36,12 +36,13 @@ enum Ending {
 
 /// What the connection's task shares with the rest of the server: it is the session's link
 /// (the bounded outbound queue drained by the task), and what the heartbeat sweeper watches.
+#[repr(C)] // hot fields first (see `Outbox`)
 pub(crate) struct ConnState {
-    /// Outbound packets; its wake-up is the task's one event source besides the socket.
-    outbox: Outbox,
+    closing: AtomicBool,
     /// Whether a packet arrived since the heartbeat sweeper last looked.
     heard: AtomicBool,
-    closing: AtomicBool,
+    /// Outbound packets; its wake-up is the task's one event source besides the socket.
+    outbox: Outbox,
     ending: Mutex<Option<Ending>>,
     /// Stops everything at once (abort, or closing finished).
     kill: CancellationToken,

@@ -18,6 +18,7 @@ const WAITER: usize = 1 << (usize::BITS / 2);
 const PERMITS: usize = WAITER - 1;
 
 /// A counting semaphore for one session's messages in flight.
+#[repr(C)] // the state word first: the owner's hot fields come before `notify`
 pub(crate) struct Limit {
     /// Free permits (low half) and tasks waiting for one (high half).
     state: AtomicUsize,
