@@ -78,7 +78,7 @@ impl PacketSource for TcpSource {
         if buf.is_empty() && buf.capacity() > 0 {
             *buf = BytesMut::new();
         }
-        self.half.readable().await?;
+        wait_readable(&self.half).await?;
         if buf.capacity() - buf.len() < Self::MIN_CHUNK / 4 {
             buf.reserve(self.chunk);
         }
@@ -89,6 +89,14 @@ impl PacketSource for TcpSource {
         self.chunk = Self::adapt(self.chunk, n, spare);
         Ok(n)
     }
+}
+
+/// Waits until the socket is readable, without a buffer. Through the socket's own reader slot
+/// (`poll_read_ready`, the one `poll_read` uses), not `readable()`, whose future joins and
+/// leaves a waiter list under the socket's lock on every wait.
+pub(crate) async fn wait_readable(half: &tokio::net::tcp::OwnedReadHalf) -> io::Result<()> {
+    let stream: &tokio::net::TcpStream = half.as_ref();
+    std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await
 }
 
 /// The write half of a byte stream.

@@ -74,7 +74,7 @@ pub(crate) trait WsRead: AsyncRead + Unpin + Send + 'static {
 
 impl WsRead for OwnedReadHalf {
     fn wait_readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        self.readable()
+        crate::transport::wait_readable(self)
     }
 }
 
