@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{FullQueuePolicy, HandshakeRequest};
 use crate::ctx::ServerCtx;
-use crate::outbox::{Outbox, PushError, Registered};
+use crate::outbox::{Outbox, PushError};
 use crate::transport::{PacketSink, PacketSource};
 
 /// How the connection should end.
@@ -199,8 +199,6 @@ pub(crate) async fn serve<S, R, W>(
     }
     tracing::debug!(%remote, session = session.id(), "session opened");
 
-    // The waker the outbox holds for us (see `Outbox::woken`).
-    let mut registered = Registered::default();
     let reason: Option<String> = 'conn: loop {
         // Everything already buffered first (pipelined packets).
         loop {
@@ -240,7 +238,7 @@ pub(crate) async fn serve<S, R, W>(
         }
         tokio::select! {
             biased;
-            _ = outbox.woken(&mut registered) => {
+            _ = outbox.woken() => {
                 if state.closing.load(Ordering::Acquire) {
                     break None; // ended or aborted: close_out flushes what is queued
                 }

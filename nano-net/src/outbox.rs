@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
@@ -34,8 +34,6 @@ pub(crate) enum PushError {
 pub(crate) struct Outbox {
     /// `queue.packets.len()`, written under the lock, read without it.
     len: AtomicUsize,
-    /// How many times a wake-up has taken the waker (see [`Outbox::woken`]).
-    takes: AtomicUsize,
     /// Set by a wake-up, cleared by the task that observes it.
     woken: AtomicBool,
     /// Whether the connection's task is waiting: only then does a push need to wake it. A push
@@ -46,27 +44,68 @@ pub(crate) struct Outbox {
     capacity: usize,
 }
 
-/// The waker a waiting task last left in an [`Outbox`], and the outbox's take count then.
-#[derive(Default)]
-pub(crate) struct Registered(Option<(Waker, usize)>);
-
 struct Queue {
-    packets: VecDeque<Bytes>,
+    packets: Packets,
     closed: bool,
+}
+
+/// A FIFO whose first packet is stored inline: the usual queue (one reply waiting for its
+/// write) touches no heap slot array, and an idle connection holds none.
+#[derive(Default)]
+struct Packets {
+    /// The oldest packet, when `rest` is empty or holds only newer ones.
+    first: Option<Bytes>,
+    rest: VecDeque<Bytes>,
+}
+
+impl Packets {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn push_back(&mut self, p: Bytes) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(p);
+        } else {
+            self.rest.push_back(p);
+        }
+    }
+
+    /// Moves up to `max` of the oldest packets into `batch`.
+    fn take_into(&mut self, batch: &mut Vec<Bytes>, max: usize) {
+        let mut max = max;
+        if max == 0 {
+            return;
+        }
+        if let Some(p) = self.first.take() {
+            batch.push(p);
+            max -= 1;
+        }
+        let n = self.rest.len().min(max);
+        batch.extend(self.rest.drain(..n));
+        if self.rest.is_empty() && self.rest.capacity() > KEEP_SLOTS {
+            self.rest = VecDeque::new();
+        }
+    }
+
+    fn into_vec(self) -> Vec<Bytes> {
+        let mut v: Vec<Bytes> = self.first.into_iter().collect();
+        v.extend(self.rest);
+        v
+    }
 }
 
 impl Outbox {
     pub fn new(capacity: usize) -> Self {
         Outbox {
             queue: Mutex::new(Queue {
-                packets: VecDeque::new(),
+                packets: Packets::default(),
                 closed: false,
             }),
             len: AtomicUsize::new(0),
             capacity: capacity.max(1),
             woken: AtomicBool::new(false),
             waker: AtomicWaker::new(),
-            takes: AtomicUsize::new(0),
             parked: AtomicBool::new(false),
         }
     }
@@ -119,31 +158,15 @@ impl Outbox {
 
     /// Completes at the next wake-up (a packet queued into an empty queue while the task was
     /// parked, or [`Outbox::wake`]), consuming it. One task waits; others only wake it.
-    ///
-    /// `registered` is the waiting task's memory of the waker it left here: while no wake-up
-    /// has taken it, polling again with the same waker registers nothing (the common case: the
-    /// task polls this at every turn, and only another task's push ever uses the waker).
-    pub fn woken<'a>(
-        &'a self,
-        registered: &'a mut Registered,
-    ) -> impl std::future::Future<Output = ()> + 'a {
-        poll_fn(move |cx| self.poll_woken(cx, registered))
+    pub fn woken(&self) -> impl std::future::Future<Output = ()> + '_ {
+        poll_fn(|cx| self.poll_woken(cx))
     }
 
-    fn poll_woken(&self, cx: &mut Context<'_>, registered: &mut Registered) -> Poll<()> {
+    fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.woken.swap(false, Ordering::SeqCst) {
             return Poll::Ready(());
         }
-        if let Some((waker, takes)) = &registered.0 {
-            // Every take of the waker is counted before the waker is called, so an unchanged
-            // count means ours is still in place.
-            if waker.will_wake(cx.waker()) && self.takes.load(Ordering::SeqCst) == *takes {
-                return Poll::Pending;
-            }
-        }
-        let takes = self.takes.load(Ordering::SeqCst);
         self.waker.register(cx.waker());
-        registered.0 = Some((cx.waker().clone(), takes));
         // A wake-up between the check above and the registration has no waker to call.
         if self.woken.swap(false, Ordering::SeqCst) {
             return Poll::Ready(());
@@ -154,11 +177,7 @@ impl Outbox {
     /// Wakes the connection's task (new packets, or time to close or stop).
     pub fn wake(&self) {
         self.woken.store(true, Ordering::SeqCst);
-        let waker = self.waker.take();
-        self.takes.fetch_add(1, Ordering::SeqCst);
-        if let Some(w) = waker {
-            w.wake();
-        }
+        self.waker.wake();
     }
 
     /// Moves up to `max` queued packets into `batch`; releases spare slots once drained.
@@ -167,12 +186,8 @@ impl Outbox {
             return;
         }
         let mut q = self.lock();
-        let n = q.packets.len().min(max);
-        batch.extend(q.packets.drain(..n));
+        q.packets.take_into(batch, max);
         self.len.store(q.packets.len(), Ordering::SeqCst);
-        if q.packets.is_empty() && q.packets.capacity() > KEEP_SLOTS {
-            q.packets = VecDeque::new();
-        }
     }
 
     /// Refuses further packets; returns what was still queued.
@@ -180,7 +195,7 @@ impl Outbox {
         let mut q = self.lock();
         q.closed = true;
         self.len.store(0, Ordering::SeqCst);
-        std::mem::take(&mut q.packets).into()
+        std::mem::take(&mut q.packets).into_vec()
     }
 }
 
@@ -217,19 +232,42 @@ mod tests {
         assert_eq!(o.push(packet(6)), Err(PushError::Closed));
     }
 
+    #[test]
+    fn order_is_kept_across_the_inline_slot() {
+        let o = Outbox::new(8);
+        let mut batch = Vec::new();
+        for n in 0..3 {
+            o.push(packet(n)).unwrap();
+        }
+        o.take(&mut batch, 1);
+        assert_eq!(batch, vec![packet(0)]);
+        // The inline slot is free but older packets wait behind it: new ones go after them.
+        o.push(packet(3)).unwrap();
+        batch.clear();
+        o.take(&mut batch, 8);
+        assert_eq!(batch, vec![packet(1), packet(2), packet(3)]);
+        // Empty again: the next packet takes the inline slot, and a take of 0 moves nothing.
+        o.push(packet(4)).unwrap();
+        batch.clear();
+        o.take(&mut batch, 0);
+        assert!(batch.is_empty());
+        assert_eq!(o.len(), 1);
+        o.push(packet(5)).unwrap();
+        assert_eq!(o.close(), vec![packet(4), packet(5)]);
+    }
+
     #[tokio::test]
     async fn a_push_wakes_a_parked_task_only() {
         let o = Outbox::new(8);
-        let mut reg = Registered::default();
         // Not parked: the task's own pushes leave no wake-up behind.
         o.push(packet(1)).unwrap();
-        let pending = tokio::time::timeout(Duration::from_millis(20), o.woken(&mut reg)).await;
+        let pending = tokio::time::timeout(Duration::from_millis(20), o.woken()).await;
         assert!(pending.is_err(), "a push while running must not wake");
         o.take(&mut Vec::new(), 8);
         // Parked: the first push into the empty queue wakes it.
         o.set_parked(true);
         o.push(packet(2)).unwrap();
-        tokio::time::timeout(Duration::from_secs(1), o.woken(&mut reg))
+        tokio::time::timeout(Duration::from_secs(1), o.woken())
             .await
             .expect("woken by the push");
     }
@@ -265,7 +303,6 @@ mod tests {
         };
         let mut next = [0u32; 2];
         let mut batch = Vec::new();
-        let mut reg = Registered::default();
         while next.iter().sum::<u32>() < 2 * EACH {
             o.take(&mut batch, 256);
             for p in batch.drain(..) {
@@ -276,9 +313,14 @@ mod tests {
             }
             o.set_parked(true);
             if o.is_empty() {
-                tokio::time::timeout(Duration::from_secs(5), o.woken(&mut reg))
-                    .await
-                    .expect("a packet queued while parked must wake the task");
+                // A timeout re-polls what it wraps, which would see the flag of a wake-up
+                // whose waker call was lost: time the wait instead of trusting the timeout.
+                let started = std::time::Instant::now();
+                let _ = tokio::time::timeout(Duration::from_secs(3), o.woken()).await;
+                assert!(
+                    started.elapsed() < Duration::from_secs(2),
+                    "a packet queued while parked must wake the task"
+                );
             }
             o.set_parked(false);
         }
