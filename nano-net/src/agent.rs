@@ -7,9 +7,11 @@
 //! socket ◀─writev/frame── writer task ◀──────────────────────────────────────────┘
 //! ```
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -275,16 +277,21 @@ async fn flush<W: PacketSink>(sink: &mut W, batch: &mut Vec<Bytes>, state: &Conn
         if batch.is_empty() {
             return true;
         }
-        // Biased: a write that completes at once never registers interest in the kill.
-        let r = tokio::select! {
-            biased;
-            r = sink.send_batch(batch) => r,
-            _ = state.kill.cancelled() => {
-                batch.clear();
-                return false;
+        let r = {
+            let mut send = std::pin::pin!(sink.send_batch(batch));
+            // A write that completes at once (the usual case) never looks at the kill token.
+            match std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
+                Poll::Ready(r) => Some(r),
+                Poll::Pending => tokio::select! {
+                    r = send => Some(r),
+                    _ = state.kill.cancelled() => None,
+                },
             }
         };
         batch.clear();
+        let Some(r) = r else {
+            return false;
+        };
         if let Err(e) = r {
             tracing::debug!(error = %e, "write failed");
             state.abort();
