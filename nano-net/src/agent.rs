@@ -2,9 +2,9 @@
 //! liveness check are the sweeper's, in `heartbeat`.)
 //!
 //! ```text
-//! socket ─read─▶ PacketCodec ─▶ Engine::handle_data ─▶ scheduler ─▶ Session ─▶ ConnLink
-//!                                                                               │ bounded queue
-//! socket ◀─writev/frame── writer task ◀──────────────────────────────────────────┘
+//! socket ─read─▶ PacketCodec ─▶ Engine::handle_data ─▶ scheduler ─▶ Session ─▶ ConnState
+//!                                                                              │ outbox
+//! socket ◀─write/writev/frame── the same task, after each read or when woken ◀─┘
 //! ```
 
 use std::future::Future;
