@@ -75,7 +75,7 @@ impl TcpSource {
 
 impl PacketSource for TcpSource {
     async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        if buf.is_empty() && buf.capacity() > 0 {
+        if buf.is_empty() {
             *buf = BytesMut::new();
         }
         wait_readable(&self.half).await?;

@@ -143,17 +143,19 @@ pub(crate) fn pair<R: WsRead, W: AsyncWrite + Unpin + Send + 'static>(
     (source, WsSink { write: shared })
 }
 
-/// The write half and what both halves write through it.
+/// The write half and what both halves write through it. Field order is layout (`repr(C)`):
+/// what every data frame touches comes first, the control frame buffer last.
+#[repr(C)]
 struct WriteSide<W> {
     io: W,
-    /// A control frame to write (pong, close): `control[control_sent..control_len]` is left.
-    control: [u8; MAX_CONTROL_FRAME],
     control_len: u8,
     control_sent: u8,
     /// A close frame was queued: no data frame may follow it.
     close_sent: bool,
     /// A data frame was begun and not finished; nothing else may be written before it ends.
     mid_frame: bool,
+    /// A control frame to write (pong, close): `control[control_sent..control_len]` is left.
+    control: [u8; MAX_CONTROL_FRAME],
 }
 
 impl<W: AsyncWrite + Unpin> WriteSide<W> {
@@ -299,8 +301,9 @@ impl<R: WsRead, W: AsyncWrite + Unpin + Send + 'static> WsSource<R, W> {
 impl<R: WsRead, W: AsyncWrite + Unpin + Send + 'static> PacketSource for WsSource<R, W> {
     // Cancel-safe: every await leaves the state in `self` (and what was delivered in `buf`).
     async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        // Hold no packet buffer while idle.
-        if buf.is_empty() && buf.capacity() > 0 {
+        // Hold no packet buffer while idle. Released whatever its capacity: an empty buffer
+        // split off a chunk still holds that chunk, better let go now, while it is in cache.
+        if buf.is_empty() {
             *buf = BytesMut::new();
         }
         loop {
@@ -312,6 +315,10 @@ impl<R: WsRead, W: AsyncWrite + Unpin + Send + 'static> PacketSource for WsSourc
                 return Ok(0);
             }
             let pass = self.reader.parse(&mut self.raw)?;
+            if self.raw.is_empty() {
+                // Everything parsed: let the read buffer's tail go while it is in cache.
+                self.raw = BytesMut::new();
+            }
             let n = pass.data.len();
             if n > 0 {
                 buf.unsplit(pass.data); // no copy when `buf` is empty
