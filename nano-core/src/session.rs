@@ -108,7 +108,7 @@ impl<S: Serializer> Session<S> {
     /// its send queue is full.
     pub fn push<T: Encode<S> + ?Sized>(&self, route: &str, value: &T) -> Result<()> {
         let packet = encode_push::<S, T>(&self.inner.shared, route, value)?;
-        self.send_push(route, &packet)
+        self.send_own_push(route, packet)
     }
 
     /// Pushes a raw, already-serialized payload.
@@ -121,11 +121,23 @@ impl<S: Serializer> Session<S> {
             buf.extend_from_slice(payload);
             Ok(())
         })?;
-        self.send_push(route, &packet)
+        self.send_own_push(route, packet)
     }
 
-    /// Queues an encoded push packet after the outbound pipeline (used by groups too).
+    /// Queues an encoded push packet shared with others (a group's members) after the outbound
+    /// pipeline.
     pub(crate) fn send_push(&self, route: &str, packet: &EncodedPush) -> Result<()> {
+        self.outbound_allows(route, packet)?;
+        self.send_packet(packet.bytes.clone())
+    }
+
+    /// Queues this session's own encoded push: the bytes move, no shared handle is made.
+    fn send_own_push(&self, route: &str, packet: EncodedPush) -> Result<()> {
+        self.outbound_allows(route, &packet)?;
+        self.send_packet(packet.bytes)
+    }
+
+    fn outbound_allows(&self, route: &str, packet: &EncodedPush) -> Result<()> {
         let outbound = &self.inner.shared.pipeline.outbound;
         if !outbound.is_empty() {
             let env = Envelope {
@@ -139,7 +151,7 @@ impl<S: Serializer> Session<S> {
                 return Err(e);
             }
         }
-        self.send_packet(packet.bytes.clone())
+        Ok(())
     }
 
     /// Answers request `id` with a serialized payload, or an error response.
