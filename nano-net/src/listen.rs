@@ -132,16 +132,28 @@ async fn accept_loop<S: Serializer>(
             permit: Some(permit),
             conns: conns.clone(),
         };
+        // One task type per transport: each task is only as large as its own path needs (a
+        // plain TCP task does not carry TLS or WebSocket state).
         match (tls, http) {
-            // Plain WebSocket gets a task type of its own: its future sits in the task itself,
-            // not behind a box (one pointer less to chase per wake-up), without making every
-            // plain TCP task as large as a WebSocket one.
+            (None, None) => tokio::spawn(async move {
+                tcp_connection(ctx, stream, remote).await;
+                drop(done);
+            }),
+            (Some(tls), None) => tokio::spawn(async move {
+                if let Some(stream) = tls_accept(&ctx, &tls, stream, remote).await {
+                    let (r, w) = tokio::io::split(stream);
+                    agent::serve(ctx, StreamSource(r), StreamSink(w), remote).await;
+                }
+                drop(done);
+            }),
             (None, Some(http)) => tokio::spawn(async move {
                 websocket(ctx, stream, remote, &http).await;
                 drop(done);
             }),
-            (tls, http) => tokio::spawn(async move {
-                connection(ctx, stream, remote, tls, http).await;
+            (Some(tls), Some(http)) => tokio::spawn(async move {
+                if let Some(stream) = tls_accept(&ctx, &tls, stream, remote).await {
+                    websocket(ctx, stream, remote, &http).await;
+                }
                 drop(done);
             }),
         };
@@ -164,41 +176,13 @@ impl Drop for ConnDone {
     }
 }
 
-async fn connection<S: Serializer>(
+async fn tcp_connection<S: Serializer>(
     ctx: Arc<ServerCtx<S>>,
     stream: TcpStream,
     remote: SocketAddr,
-    tls: Option<TlsConfig>,
-    http: Option<Arc<HttpSide>>,
 ) {
-    match (tls, http) {
-        (None, None) => {
-            let (r, w) = stream.into_split();
-            agent::serve(ctx, TcpSource::new(r), StreamSink(w), remote).await;
-        }
-        // The other transports' futures are much larger (TLS and WebSocket state); boxing them
-        // keeps every plain TCP connection's task small.
-        (Some(tls), None) => {
-            Box::pin(async move {
-                let Some(stream) = tls_accept(&ctx, &tls, stream, remote).await else {
-                    return;
-                };
-                let (r, w) = tokio::io::split(stream);
-                agent::serve(ctx, StreamSource(r), StreamSink(w), remote).await;
-            })
-            .await;
-        }
-        // Spawned as its own task type by the accept loop; here for completeness.
-        (None, Some(http)) => Box::pin(websocket(ctx, stream, remote, &http)).await,
-        (Some(tls), Some(http)) => {
-            Box::pin(async move {
-                if let Some(stream) = tls_accept(&ctx, &tls, stream, remote).await {
-                    websocket(ctx, stream, remote, &http).await;
-                }
-            })
-            .await;
-        }
-    }
+    let (r, w) = stream.into_split();
+    agent::serve(ctx, TcpSource::new(r), StreamSink(w), remote).await;
 }
 
 async fn tls_accept<S>(
@@ -252,8 +236,8 @@ mod tests {
     }
 
     /// A connection's task lives as long as the connection: its future is the bulk of an idle
-    /// connection's memory, so it must stay small (TLS and WebSocket state is boxed, the plain
-    /// TCP path is not burdened by it).
+    /// connection's memory, so it must stay small (each transport has its own task type, so the
+    /// plain TCP path is not burdened by TLS or WebSocket state).
     #[tokio::test]
     async fn connection_tasks_stay_small() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -261,7 +245,7 @@ mod tests {
             .await
             .unwrap();
         let (stream, remote) = listener.accept().await.unwrap();
-        let conn = connection(ctx(), stream, remote, None, None);
+        let conn = tcp_connection(ctx(), stream, remote);
         assert!(
             size_of_future(&conn) <= 2048,
             "connection task: {}",
