@@ -129,9 +129,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FakeConn<T> {
     }
 }
 
-/// Accepts one TCP connection and performs the handshake with `answer`.
-async fn accept(listener: &TcpListener, answer: &Value) -> (FakeConn<TcpStream>, Value) {
-    let (tcp, _) = listener.accept().await.unwrap();
+/// Listens on 127.0.0.1 and runs `server` on the first connection accepted, in a task.
+async fn serve_one<F, Fut>(server: F) -> (SocketAddr, tokio::task::JoinHandle<Fut::Output>)
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let (listener, addr) = listen().await;
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        server(tcp).await
+    });
+    (addr, task)
+}
+
+/// Performs the server side of the handshake with `answer` on an accepted connection.
+async fn handshaken(tcp: TcpStream, answer: &Value) -> (FakeConn<TcpStream>, Value) {
     let mut conn = FakeConn::new(tcp);
     let client_hs = conn.handshake(answer).await;
     (conn, client_hs)
@@ -148,18 +162,16 @@ where
     F: FnOnce(FakeConn<TcpStream>) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send,
 {
-    let (listener, addr) = listen().await;
-    let task = tokio::spawn(async move {
-        let (conn, _) = accept(&listener, &answer).await;
+    serve_one(move |tcp| async move {
+        let (conn, _) = handshaken(tcp, &answer).await;
         server(conn).await;
-    });
-    (addr, task)
+    })
+    .await
 }
 
 #[tokio::test]
 async fn handshake_fields_are_sent_and_parsed() {
     bounded(async {
-        let (listener, addr) = listen().await;
         let answer = json!({
             "code": 200,
             "sys": {
@@ -169,7 +181,8 @@ async fn handshake_fields_are_sent_and_parsed() {
             },
             "user": {"motd": "hi"}
         });
-        let server = tokio::spawn(async move { accept(&listener, &answer).await });
+        let (addr, server) =
+            serve_one(move |tcp| async move { handshaken(tcp, &answer).await }).await;
         let client: Client = Client::builder()
             .handshake_user(json!({"token": "abc"}))
             .connect_tcp(addr)
@@ -243,15 +256,14 @@ async fn malformed_handshake_answers_are_protocol_errors() {
             b"{\"code\":200,\"sys\":{\"heartbeat\":-1}}",
         ];
         for body in bodies {
-            let (listener, addr) = listen().await;
             let body = body.to_vec();
-            tokio::spawn(async move {
-                let (tcp, _) = listener.accept().await.unwrap();
+            let (addr, _server) = serve_one(move |tcp| async move {
                 let mut conn = FakeConn::new(tcp);
                 conn.read_packet().await.unwrap();
                 conn.send(&packet(PacketType::Handshake, &body)).await;
                 conn.wait_eof().await;
-            });
+            })
+            .await;
             let err = Client::<nano_core::Json>::connect_tcp(addr)
                 .await
                 .unwrap_err();
@@ -264,11 +276,10 @@ async fn malformed_handshake_answers_are_protocol_errors() {
 #[tokio::test]
 async fn server_hanging_up_during_handshake() {
     bounded(async {
-        let (listener, addr) = listen().await;
-        tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, _server) = serve_one(move |tcp| async move {
             drop(tcp);
-        });
+        })
+        .await;
         let err = Client::<nano_core::Json>::connect_tcp(addr)
             .await
             .unwrap_err();
@@ -283,11 +294,11 @@ async fn server_hanging_up_during_handshake() {
 #[tokio::test]
 async fn silent_server_times_out_the_connect() {
     bounded(async {
-        let (listener, addr) = listen().await;
-        tokio::spawn(async move {
-            let (_tcp, _) = listener.accept().await.unwrap();
+        let (addr, _server) = serve_one(move |tcp| async move {
+            let _hold = tcp;
             tokio::time::sleep(Duration::from_secs(5)).await;
-        });
+        })
+        .await;
         let err = Client::<nano_core::Json>::builder()
             .request_timeout(Duration::from_millis(200))
             .connect_tcp(addr)
@@ -493,8 +504,8 @@ async fn request_timeout_then_late_answer_is_ignored() {
 async fn notify_and_request_bytes_on_the_wire() {
     bounded(async {
         let answer = json!({"code": 200, "sys": {"dict": {"Room.Join": 1}}});
-        let (listener, addr) = listen().await;
-        let server = tokio::spawn(async move { accept(&listener, &answer).await.0 });
+        let (addr, server) =
+            serve_one(move |tcp| async move { handshaken(tcp, &answer).await.0 }).await;
         let client: Client = Client::connect_tcp(addr).await.unwrap();
         let mut conn = server.await.unwrap();
         let dict = client.handshake().dict.clone().unwrap();
@@ -785,16 +796,16 @@ async fn dropping_the_last_handle_closes() {
 async fn heartbeats_both_ways() {
     bounded(async {
         let answer = json!({"code": 200, "sys": {"heartbeat": 1}});
-        let (listener, addr) = listen().await;
-        let server = tokio::spawn(async move {
-            let (mut conn, _) = accept(&listener, &answer).await;
+        let (addr, server) = serve_one(move |tcp| async move {
+            let (mut conn, _) = handshaken(tcp, &answer).await;
             conn.send(&packet(PacketType::Heartbeat, b"")).await;
             let started = tokio::time::Instant::now();
             let hb = conn.read_packet().await.unwrap();
             assert_eq!(hb.kind, PacketType::Heartbeat);
             assert!(started.elapsed() >= Duration::from_millis(700));
             conn
-        });
+        })
+        .await;
         let client: Client = Client::connect_tcp(addr).await.unwrap();
         assert_eq!(client.handshake().heartbeat, Some(Duration::from_secs(1)));
         let _conn = server.await.unwrap();
@@ -881,9 +892,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> FakeWs<T> {
 #[tokio::test]
 async fn websocket_frames_with_several_and_split_packets() {
     bounded(async {
-        let (listener, addr) = listen().await;
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, server) = serve_one(move |tcp| async move {
             let mut conn = FakeWs::accept(tcp).await;
             let hs = conn.read_packet().await.unwrap();
             assert_eq!(hs.kind, PacketType::Handshake);
@@ -921,7 +930,8 @@ async fn websocket_frames_with_several_and_split_packets() {
             tail.extend(kick);
             conn.send_frame(tail).await;
             let _ = conn.ws.close(None).await;
-        });
+        })
+        .await;
         let url = format!("ws://{addr}/nano");
         let client: Client = Client::connect_ws(&url).await.unwrap();
         let mut chat = client.on("onChat");
@@ -944,9 +954,7 @@ async fn websocket_frames_with_several_and_split_packets() {
 #[tokio::test]
 async fn websocket_close_frame_is_disconnected() {
     bounded(async {
-        let (listener, addr) = listen().await;
-        tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, _server) = serve_one(move |tcp| async move {
             let mut conn = FakeWs::accept(tcp).await;
             conn.read_packet().await.unwrap();
             conn.send_frame(packet(PacketType::Handshake, b"{\"code\":200}"))
@@ -954,7 +962,8 @@ async fn websocket_close_frame_is_disconnected() {
             conn.read_packet().await.unwrap();
             let _ = conn.ws.close(None).await;
             while conn.ws.next().await.is_some() {}
-        });
+        })
+        .await;
         let client: Client = Client::connect_ws(&format!("ws://{addr}/")).await.unwrap();
         assert_eq!(client.closed().await, ClientEvent::Disconnected);
     })
@@ -970,10 +979,7 @@ async fn websocket_bad_urls() {
                 .unwrap_err();
             assert!(matches!(err, ClientError::WebSocket(_)), "{url}: {err:?}");
         }
-        let (listener, addr) = listen().await;
-        tokio::spawn(async move {
-            let _ = listener.accept().await;
-        });
+        let (addr, _server) = serve_one(|tcp| async move { drop(tcp) }).await;
         let err = Client::<nano_core::Json>::connect_ws(&format!("wss://{addr}/"))
             .await
             .unwrap_err();
@@ -1005,9 +1011,7 @@ fn tls_acceptor() -> (Vec<u8>, tokio_rustls::TlsAcceptor) {
 async fn tls_over_tcp() {
     bounded(async {
         let (cert, acceptor) = tls_acceptor();
-        let (listener, addr) = listen().await;
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, server) = serve_one(move |tcp| async move {
             let tls = acceptor.accept(tcp).await.unwrap();
             let mut conn = FakeConn::new(tls);
             conn.handshake(&ok_answer()).await;
@@ -1015,7 +1019,8 @@ async fn tls_over_tcp() {
             conn.send(&data(&Message::response(msg.id, "\"secure\""), None))
                 .await;
             conn.wait_eof().await;
-        });
+        })
+        .await;
         let client: Client = Client::builder()
             .tls_root_cert_der(cert.clone())
             .connect_tcp(addr)
@@ -1028,11 +1033,10 @@ async fn tls_over_tcp() {
 
         // A name the certificate does not cover is refused.
         let (_, acceptor) = tls_acceptor();
-        let (listener, addr) = listen().await;
-        tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, _server) = serve_one(move |tcp| async move {
             let _ = acceptor.accept(tcp).await;
-        });
+        })
+        .await;
         let err = Client::<nano_core::Json>::builder()
             .tls_root_cert_der(cert)
             .server_name("example.com")
@@ -1048,9 +1052,7 @@ async fn tls_over_tcp() {
 async fn websocket_over_tls() {
     bounded(async {
         let (cert, acceptor) = tls_acceptor();
-        let (listener, addr) = listen().await;
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, server) = serve_one(move |tcp| async move {
             let tls = acceptor.accept(tcp).await.unwrap();
             let mut conn = FakeWs::accept(tls).await;
             assert_eq!(
@@ -1066,7 +1068,8 @@ async fn websocket_over_tls() {
             conn.send_frame(data(&Message::response(msg.id, "7"), None))
                 .await;
             while conn.read_packet().await.is_some() {}
-        });
+        })
+        .await;
         let client: Client = Client::builder()
             .tls_root_cert_der(cert)
             .connect_ws(&format!("wss://{addr}/nano"))
