@@ -373,38 +373,28 @@ async fn async_results_come_back_on_the_scheduler_and_closed_callbacks_run() {
 
 type Journal = Arc<Mutex<Vec<String>>>;
 
-struct Alpha(Journal);
-struct Beta(Journal);
+/// Writes each hook it runs, with its tag, to a journal shared by several instances.
+struct Journaled(&'static str, Journal);
 
-#[component]
-impl Alpha {
-    fn init(&mut self, _ctx: &Context<Self>) {
-        self.0.lock().unwrap().push("init A".into());
-    }
-    fn after_init(&mut self, _ctx: &Context<Self>) {
-        self.0.lock().unwrap().push("after_init A".into());
-    }
-    fn before_shutdown(&mut self, _ctx: &Context<Self>) {
-        self.0.lock().unwrap().push("before_shutdown A".into());
-    }
-    fn shutdown(&mut self, _ctx: &Context<Self>) {
-        self.0.lock().unwrap().push("shutdown A".into());
+impl Journaled {
+    fn note(&self, hook: &str) {
+        self.1.lock().unwrap().push(format!("{hook} {}", self.0));
     }
 }
 
 #[component]
-impl Beta {
+impl Journaled {
     fn init(&mut self, _ctx: &Context<Self>) {
-        self.0.lock().unwrap().push("init B".into());
+        self.note("init");
     }
     fn after_init(&mut self, _ctx: &Context<Self>) {
-        self.0.lock().unwrap().push("after_init B".into());
+        self.note("after_init");
     }
     fn before_shutdown(&mut self, _ctx: &Context<Self>) {
-        self.0.lock().unwrap().push("before_shutdown B".into());
+        self.note("before_shutdown");
     }
     fn shutdown(&mut self, _ctx: &Context<Self>) {
-        self.0.lock().unwrap().push("shutdown B".into());
+        self.note("shutdown");
     }
 }
 
@@ -413,8 +403,8 @@ async fn lifecycle_hooks_run_in_nanos_order() {
     let j: Journal = Arc::default();
     let h = Harness::start(
         EngineBuilder::new()
-            .component(Alpha(j.clone()))
-            .component_on(Beta(j.clone()), "beta"),
+            .component_named(Journaled("A", j.clone()), "Alpha", nano::DEFAULT_SCHEDULER)
+            .component_named(Journaled("B", j.clone()), "Beta", "beta"),
     )
     .await
     .unwrap();
