@@ -449,7 +449,10 @@ async fn kicked_for_silence(server: &Server<Json>, via: Via, interval: Duration)
     assert!(heartbeats >= 1, "{via:?}: heartbeats came before the kick");
     let body: Value = serde_json::from_slice(&kick.body).unwrap();
     assert_eq!(body["reason"], "heartbeat timeout", "{via:?}");
-    assert!(raw.until_closed().await.is_empty(), "{via:?}: closed after the kick");
+    assert!(
+        raw.until_closed().await.is_empty(),
+        "{via:?}: closed after the kick"
+    );
 }
 
 /// A raw client that answers every heartbeat stays through `n` of them (more than two
@@ -527,7 +530,10 @@ async fn the_connection_limit_is_enforced() {
     )
     .await;
     c.send(&request_packet(1, "Lobby.Echo", b"4", None)).await;
-    let p = c.next_non_heartbeat().await.expect("the newcomer is served");
+    let p = c
+        .next_non_heartbeat()
+        .await
+        .expect("the newcomer is served");
     let m = Message::decode(p.body, None).unwrap();
     assert_eq!((m.id, &m.payload[..]), (1, &b"4"[..]));
     let v: Value = b.request("Lobby.Echo", &json!(5)).await.unwrap();

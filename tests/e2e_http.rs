@@ -69,15 +69,24 @@ async fn plain_http_and_origin_check_on_the_websocket_port() {
     let out = http_exchange(addr, &get("/elsewhere")).await;
     assert_eq!(status(&out), 404, "{out}");
 
-    assert_eq!(upgrade_status(&server, Some("http://evil.example")).await, 403);
-    assert_eq!(upgrade_status(&server, Some("http://good.example")).await, 101);
+    assert_eq!(
+        upgrade_status(&server, Some("http://evil.example")).await,
+        403
+    );
+    assert_eq!(
+        upgrade_status(&server, Some("http://good.example")).await,
+        101
+    );
     // With allowed origins set, a request without Origin is refused like a wrong one
     // (http.rs compares the missing header as "").
     assert_eq!(upgrade_status(&server, None).await, 403);
 
     // Without allowed origins, any Origin and none are accepted.
     let open = server_with(|a| a).await;
-    assert_eq!(upgrade_status(&open, Some("http://evil.example")).await, 101);
+    assert_eq!(
+        upgrade_status(&open, Some("http://evil.example")).await,
+        101
+    );
     assert_eq!(upgrade_status(&open, None).await, 101);
 }
 
@@ -161,7 +170,9 @@ async fn half_a_request_head_is_closed_after_the_handshake_timeout() {
     let server = server_with(|a| a.handshake_timeout(hs_timeout)).await;
     let addr = server.addr(Transport::WebSocket).unwrap();
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /nano HTTP/1.1\r\nHost: x\r\nUpgr").await.unwrap();
+    s.write_all(b"GET /nano HTTP/1.1\r\nHost: x\r\nUpgr")
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     let out = read_to_end(&mut s).await; // fails the test if never closed
     let waited = started.elapsed();
@@ -169,7 +180,10 @@ async fn half_a_request_head_is_closed_after_the_handshake_timeout() {
         waited >= hs_timeout - Duration::from_millis(50),
         "closed after {waited:?}, before the timeout"
     );
-    assert!(waited < Duration::from_secs(5), "closed only after {waited:?}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "closed only after {waited:?}"
+    );
     assert!(
         !out.starts_with(b"HTTP/1.1 101"),
         "no upgrade for half a head"

@@ -87,7 +87,10 @@ async fn drop_and_warn_drops_pushes_but_keeps_the_connection() {
             .expect("the flood ran")
             .unwrap();
         assert_eq!(accepted + refused, ATTEMPTS);
-        assert!(refused > 0, "{via:?}: the queue filled (nothing was refused)");
+        assert!(
+            refused > 0,
+            "{via:?}: the queue filled (nothing was refused)"
+        );
         // Now read: every accepted push arrives, then the answer to a later request.
         raw.send(&request_packet(7, "Flood.Echo", b"7", None)).await;
         let mut pushes = 0;

@@ -146,7 +146,11 @@ async fn graceful_shutdown_drains_answers_and_kicks_every_client() {
     // Requests sent while shutting down: an answer, NANO-503 or a closed connection.
     let latecomer = clients.pop().unwrap();
     let late = tokio::spawn(async move {
-        let r = timeout(T, latecomer.request::<_, Value>("Gate.Echo", &json!("late"))).await;
+        let r = timeout(
+            T,
+            latecomer.request::<_, Value>("Gate.Echo", &json!("late")),
+        )
+        .await;
         (r, latecomer)
     });
     release.notify_one();
@@ -196,7 +200,10 @@ async fn graceful_shutdown_drains_answers_and_kicks_every_client() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(farewells, FAREWELLS, "every push queued before the kick arrived");
+    assert_eq!(
+        farewells, FAREWELLS,
+        "every push queued before the kick arrived"
+    );
     assert!(kicked, "the Kick arrived after the pushes");
 
     for c in clients.iter().chain(std::iter::once(&holder)) {

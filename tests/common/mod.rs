@@ -193,3 +193,6 @@ pub fn status(response: &str) -> u16 {
 pub fn body(response: &str) -> &str {
     response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
+
+#[cfg(unix)]
+pub mod process;
