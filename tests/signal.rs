@@ -1,4 +1,7 @@
 //! The pingpong example as a real process: SIGTERM shuts it down gracefully, kicking clients.
+//!
+//! Runs the example binaries under `target/<profile>/examples/`: `cargo test` builds them;
+//! `cargo test --test signal` alone does not, so run `cargo build --examples` first.
 
 #![cfg(unix)]
 
