@@ -238,5 +238,7 @@ async fn chat_bot_flags() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(8),
         "--timeout 1 gave up after {took:?}"
     );
-    server.shutdown().await;
+    timeout(T, server.shutdown())
+        .await
+        .expect("shutdown within the bound");
 }

@@ -412,7 +412,9 @@ async fn lifecycle_hooks_run_in_nanos_order() {
     )
     .await
     .unwrap();
-    h.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(10), h.shutdown())
+        .await
+        .expect("shutdown within the bound");
     assert_eq!(
         *j.lock().unwrap(),
         [
