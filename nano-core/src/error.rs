@@ -16,6 +16,9 @@ pub const CODE_FORBIDDEN: &str = "NANO-403";
 pub const CODE_NOT_FOUND: &str = "NANO-404";
 /// `NANO-410`: the session is closed.
 pub const CODE_CLOSED: &str = "NANO-410";
+/// `NANO-429`: the session sent more messages than its rate limit allows (see
+/// [`RateLimit`](crate::RateLimit)).
+pub const CODE_TOO_MANY_REQUESTS: &str = "NANO-429";
 /// `NANO-500`: the handler failed or panicked.
 pub const CODE_INTERNAL: &str = "NANO-500";
 /// `NANO-503`: the server is shutting down or a component is gone.
@@ -75,6 +78,11 @@ impl Error {
     /// `NANO-410`: the session is closed.
     pub fn closed(msg: impl Into<String>) -> Self {
         Self::new(CODE_CLOSED, msg)
+    }
+
+    /// `NANO-429`: over the session's message rate limit.
+    pub fn too_many_requests(msg: impl Into<String>) -> Self {
+        Self::new(CODE_TOO_MANY_REQUESTS, msg)
     }
 
     /// `NANO-500`: handler failure or panic.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use bytes::Bytes;
 
@@ -62,6 +62,8 @@ struct Inner<S> {
     uid: RwLock<Option<Arc<str>>>,
     data: Mutex<HashMap<String, Box<dyn Any + Send + Sync>>>,
     groups: Mutex<Vec<Weak<dyn Membership>>>,
+    /// The message rate bucket, made on the first message when the application has a limit.
+    rate: OnceLock<crate::rate::Bucket>,
 }
 
 impl<S> Clone for Session<S> {
@@ -95,6 +97,7 @@ impl<S: Serializer> Session<S> {
                 closed: AtomicBool::new(false),
                 groups: Mutex::new(Vec::new()),
                 inflight,
+                rate: OnceLock::new(),
             }),
         }
     }
@@ -185,12 +188,17 @@ impl<S: Serializer> Session<S> {
             };
             if let Err(e) = outbound.run(self, &env) {
                 tracing::debug!(session = self.id(), id, error = %e, "response refused by pipeline");
+                // The request still gets exactly one answer, without running the pipeline
+                // again: a refused (or panicking) interceptor on a response turns it into the
+                // interceptor's error; on an error response, the error response goes as is.
                 if !is_error {
                     let w = error_response::<S>(id, &e);
                     let len = w.payload_len();
                     if let Ok(p) = finish(w, len, shared.max_packet_size) {
                         let _ = self.send_packet(p.bytes);
                     }
+                } else {
+                    let _ = self.send_packet(packet.bytes);
                 }
                 return;
             }
@@ -329,6 +337,11 @@ impl<S> Session<S> {
             SendError::Closed => Error::closed("session closed"),
             SendError::Full => Error::closed("send queue full"),
         })
+    }
+
+    /// The session's message rate bucket (made on first use).
+    pub(crate) fn rate_bucket(&self) -> &crate::rate::Bucket {
+        self.inner.rate.get_or_init(crate::rate::Bucket::new)
     }
 
     pub(crate) fn shared(&self) -> &Shared<S> {

@@ -5,7 +5,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nano_core::{Component, EngineBuilder, Json, Pipeline, Serializer};
+use nano_core::{Component, EngineBuilder, Json, Pipeline, RateLimit, Serializer};
 
 use crate::config::{FullQueuePolicy, HandshakeRefusal, HandshakeRequest, ServerConfig};
 use crate::ctx::ServerCtx;
@@ -147,6 +147,28 @@ impl<S: Serializer> App<S> {
     #[must_use]
     pub fn max_packet_size(mut self, bytes: usize) -> Self {
         self.engine = self.engine.max_packet_size(bytes);
+        self
+    }
+
+    /// Limits each session's message rate (token bucket: an average rate and a burst); over
+    /// it, a request gets `NANO-429` and a notify is dropped, or the session is kicked with
+    /// the reason `"rate limit"` (see [`nano_core::OverLimit`]). Default: no limit.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use nano_core::{OverLimit, RateLimit};
+    ///
+    /// # fn demo() -> std::io::Result<()> {
+    /// nano_net::app()
+    ///     .rate_limit(RateLimit::new(100.0, 200).on_exceed(OverLimit::Kick))
+    ///     .tcp("127.0.0.1:3250")
+    ///     .run()
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn rate_limit(mut self, limit: impl Into<Option<RateLimit>>) -> Self {
+        self.engine = self.engine.rate_limit(limit);
         self
     }
 

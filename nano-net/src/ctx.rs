@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -48,14 +49,28 @@ impl<S: Serializer> ServerCtx<S> {
             }
         };
         if let Some(v) = &self.config.validator {
-            if let Err(refused) = v(&req) {
-                tracing::info!(%remote, code = refused.code, reason = %refused.reason, "handshake refused");
-                let code = if refused.code == 200 {
-                    500
-                } else {
-                    refused.code
-                };
-                return (code, refusal(code, &refused.reason));
+            // The validator is user code on the connection's task: a panic in it refuses this
+            // one handshake (code 500), like a handler's panic fails one request.
+            match std::panic::catch_unwind(AssertUnwindSafe(|| v(&req))) {
+                Ok(Ok(())) => {}
+                Ok(Err(refused)) => {
+                    tracing::info!(%remote, code = refused.code, reason = %refused.reason, "handshake refused");
+                    let code = if refused.code == 200 {
+                        500
+                    } else {
+                        refused.code
+                    };
+                    return (code, refusal(code, &refused.reason));
+                }
+                Err(p) => {
+                    let panic = p
+                        .downcast_ref::<&str>()
+                        .copied()
+                        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+                        .unwrap_or("panic");
+                    tracing::error!(%remote, panic, "handshake validator panicked");
+                    return (500, refusal(500, "handshake validation failed"));
+                }
             }
         }
         (200, self.handshake_ok.clone())
