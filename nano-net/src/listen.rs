@@ -328,6 +328,7 @@ mod tests {
             .unwrap();
         let (stream, remote) = listener.accept().await.unwrap();
         let conn = tcp_connection(ctx(), stream, remote);
+        let tcp_size = size_of_future(&conn);
         assert!(
             size_of_future(&conn) <= 2048,
             "connection task: {}",
@@ -351,6 +352,33 @@ mod tests {
             size_of_future(&ws) <= 2048,
             "websocket task: {}",
             size_of_future(&ws)
+        );
+
+        // The PROXY header is read into a heap buffer.
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut stream, remote) = listener.accept().await.unwrap();
+        let edge = ProxyEdge {
+            timeout: Duration::from_secs(1),
+            per_ip: None,
+        };
+        let mut done = ConnDone {
+            permit: None,
+            conns: Arc::new(ConnTracker {
+                limit: Arc::new(Semaphore::new(1)),
+                max: 1,
+                all_done: tokio::sync::Notify::new(),
+            }),
+            ip: None,
+        };
+        let enter = edge.enter(&mut stream, remote, &mut done);
+        // Smaller than the phase after it, with which it shares the task's storage: a task
+        // is no larger for the PROXY phase its listener may run (nor when it runs none).
+        assert!(
+            size_of_future(&enter) < tcp_size,
+            "PROXY phase: {} (TCP connection: {tcp_size})",
+            size_of_future(&enter)
         );
     }
 

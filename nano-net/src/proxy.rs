@@ -186,7 +186,7 @@ mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    pub(crate) fn v2(command: u8, family: u8, body: &[u8]) -> Vec<u8> {
+    fn v2(command: u8, family: u8, body: &[u8]) -> Vec<u8> {
         let mut h = V2_SIG.to_vec();
         h.push(0x20 | command);
         h.push(family);
@@ -333,35 +333,57 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn read_header_leaves_the_next_bytes_in_the_socket() {
+    /// Reads a header that arrives in two parts (the server is shown to have consumed the
+    /// first and to be waiting before the second is sent), followed in the second write by
+    /// the next layer's bytes, which must stay in the socket.
+    async fn split_read(header: Vec<u8>, cut: usize) -> SocketAddr {
+        use std::future::{poll_fn, Future};
+        use std::task::Poll;
         use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (mut server, peer) = listener.accept().await.unwrap();
-        let mut bytes = v2_tcp4([198, 51, 100, 9], 6000);
-        bytes.extend_from_slice(b"after");
-        // In pieces: the fixed part split, then the rest with the next layer's bytes.
-        client.write_all(&bytes[..5]).await.unwrap();
-        let reading = tokio::spawn(async move {
-            let addr = read_header(&mut server, peer).await.unwrap();
-            let mut rest = [0u8; 5];
-            server.read_exact(&mut rest).await.unwrap();
-            (addr, rest)
-        });
-        tokio::task::yield_now().await;
-        client.write_all(&bytes[5..20]).await.unwrap();
-        client.write_all(&bytes[20..]).await.unwrap();
-        let (addr, rest) = tokio::time::timeout(std::time::Duration::from_secs(10), reading)
+        client.write_all(&header[..cut]).await.unwrap();
+        // Until the first part is in the server's socket.
+        let mut probe = vec![0u8; cut];
+        while server.peek(&mut probe).await.unwrap() < cut {}
+        let addr = {
+            let mut reading = std::pin::pin!(read_header(&mut server, peer));
+            let first = poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await;
+            assert!(first.is_pending(), "the first part alone is not a header");
+            client
+                .write_all(&[&header[cut..], b"after"].concat())
+                .await
+                .unwrap();
+            tokio::time::timeout(std::time::Duration::from_secs(10), reading)
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let mut rest = [0u8; 5];
+        let read = server.read_exact(&mut rest);
+        tokio::time::timeout(std::time::Duration::from_secs(10), read)
             .await
-            .unwrap()
+            .expect("the bytes after the header are in the socket")
             .unwrap();
         assert_eq!(
-            addr,
-            SocketAddr::from((Ipv4Addr::new(198, 51, 100, 9), 6000))
+            &rest, b"after",
+            "the bytes after the header stay in the socket"
         );
-        assert_eq!(&rest, b"after");
+        addr
+    }
+
+    #[tokio::test]
+    async fn read_header_takes_the_header_and_nothing_more_across_reads() {
+        let src = SocketAddr::from((Ipv4Addr::new(198, 51, 100, 9), 6000));
+        for cut in [1, 5, 15, 16, 20] {
+            assert_eq!(split_read(v2_tcp4([198, 51, 100, 9], 6000), cut).await, src);
+        }
+        let v1 = b"PROXY TCP4 198.51.100.9 10.0.0.1 6000 3250\r\n".to_vec();
+        for cut in [1, 6, 20, v1.len() - 1] {
+            assert_eq!(split_read(v1.clone(), cut).await, src);
+        }
     }
 }
