@@ -620,7 +620,10 @@ async fn a_panicking_http_handler_answers_500_and_the_server_goes_on() {
         .await
         .unwrap();
     assert_eq!(seen_addr(&c).await.ip(), addr.ip());
-    assert_eq!(server.connections(), 1);
+    eventually("only the WebSocket connection is left", || {
+        server.connections() == 1
+    })
+    .await;
 }
 
 #[tokio::test]

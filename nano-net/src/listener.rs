@@ -67,7 +67,7 @@ impl Listener {
     ///
     /// A connection without a valid header (or not complete within the handshake timeout) is
     /// closed. v1 `UNKNOWN` and v2 `LOCAL` (a balancer's health check) keep the real peer's
-    /// address. Only turn this on for a port that nothing but the balancer can reach: the
+    /// address (and count against it under the per-IP limits). Only turn this on for a port that nothing but the balancer can reach: the
     /// header is not authenticated.
     #[must_use]
     pub fn proxy_protocol(mut self) -> Self {

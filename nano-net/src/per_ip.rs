@@ -247,7 +247,10 @@ impl PerIp {
             return false;
         }
         self.refill(e, now);
-        self.rate.map_or(true, |r| e.tokens >= f64::from(r.burst))
+        match self.rate {
+            None => true,
+            Some(r) => e.tokens >= f64::from(r.burst),
+        }
     }
 
     fn refused(&self, ip: IpAddr, why: Refused) {
