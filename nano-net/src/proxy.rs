@@ -250,6 +250,9 @@ mod tests {
             b"PROXY TCP4 192.0.2.7 10.0.0.1 1 2\n",
             b"PROXY TCP4 192.0.2.7\r10.0.0.1 1 2\r\n",
             b"PROXY \xff\xfe\r\n",
+            b"PROXY TCP4 192.0.2.7 10.0.0.1 1 2 extra\r\n",
+            b"PROXY TCP4  192.0.2.7 10.0.0.1 1 2\r\n",
+            b"PROXY\r\n",
         ] {
             assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
