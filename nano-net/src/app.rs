@@ -10,7 +10,9 @@ use nano_core::{Component, EngineBuilder, Json, Pipeline, RateLimit, Serializer}
 use crate::config::{FullQueuePolicy, HandshakeRefusal, HandshakeRequest, ServerConfig};
 use crate::ctx::ServerCtx;
 use crate::http::{HttpHandler, HttpRequest, HttpResponse, HttpSide};
-use crate::listen::{bind, ListenerSpec};
+use crate::listen::bind;
+use crate::listener::Listener;
+use crate::per_ip::ConnectionRate;
 use crate::server::Server;
 use crate::tls::TlsConfig;
 
@@ -38,7 +40,7 @@ pub struct App<S = Json> {
     engine: EngineBuilder<S>,
     components: usize,
     config: ServerConfig,
-    listeners: Vec<ListenerSpec>,
+    listeners: Vec<Listener>,
     http: Vec<HttpHandler>,
     error: Option<String>,
 }
@@ -235,51 +237,76 @@ impl<S: Serializer> App<S> {
         self
     }
 
-    /// Listens for raw TCP clients.
+    /// Listens for raw TCP clients (shorthand for `listen(Listener::tcp(addr))`).
     #[must_use]
-    pub fn tcp(mut self, addr: impl Into<String>) -> Self {
-        self.listeners.push(ListenerSpec::Tcp {
-            addr: addr.into(),
-            tls: None,
-        });
-        self
+    pub fn tcp(self, addr: impl Into<String>) -> Self {
+        self.listen(Listener::tcp(addr))
     }
 
     /// Listens for TCP clients over TLS.
     #[must_use]
-    pub fn tcp_tls(mut self, addr: impl Into<String>, tls: TlsConfig) -> Self {
-        self.listeners.push(ListenerSpec::Tcp {
-            addr: addr.into(),
-            tls: Some(tls),
-        });
-        self
+    pub fn tcp_tls(self, addr: impl Into<String>, tls: TlsConfig) -> Self {
+        self.listen(Listener::tcp(addr).tls(tls))
     }
 
     /// Listens for WebSocket clients on `path`; other paths get plain HTTP (see
     /// [`App::http_handler`]).
     #[must_use]
-    pub fn websocket(mut self, addr: impl Into<String>, path: impl Into<String>) -> Self {
-        self.listeners.push(ListenerSpec::WebSocket {
-            addr: addr.into(),
-            path: path.into(),
-            tls: None,
-        });
-        self
+    pub fn websocket(self, addr: impl Into<String>, path: impl Into<String>) -> Self {
+        self.listen(Listener::websocket(addr, path))
     }
 
     /// Listens for WebSocket clients over TLS (`wss://`).
     #[must_use]
     pub fn websocket_tls(
-        mut self,
+        self,
         addr: impl Into<String>,
         path: impl Into<String>,
         tls: TlsConfig,
     ) -> Self {
-        self.listeners.push(ListenerSpec::WebSocket {
-            addr: addr.into(),
-            path: path.into(),
-            tls: Some(tls),
-        });
+        self.listen(Listener::websocket(addr, path).tls(tls))
+    }
+
+    /// Adds a listener with its options (TLS, PROXY protocol); see [`Listener`].
+    ///
+    /// ```no_run
+    /// # fn demo() -> std::io::Result<()> {
+    /// use nano_net::Listener;
+    /// nano_net::app()
+    ///     .listen(Listener::tcp("0.0.0.0:3250").proxy_protocol())
+    ///     .run()
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn listen(mut self, listener: Listener) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// Caps the connections served at once per client address (IPv4 address, IPv6 /64),
+    /// across all listeners; more are closed at once. Off by default (see
+    /// [`PerIpLimits`](crate::PerIpLimits) for why). Behind a PROXY-protocol listener the
+    /// client is the one the header names.
+    #[must_use]
+    pub fn max_connections_per_ip(mut self, n: u32) -> Self {
+        self.config.per_ip.max_connections = Some(n.max(1));
+        self
+    }
+
+    /// Limits how fast one client address opens connections: a token bucket of `burst`
+    /// connections refilled at `per_second`; connections over the rate are closed at once.
+    /// Off by default.
+    #[must_use]
+    pub fn connection_rate_per_ip(mut self, per_second: f64, burst: u32) -> Self {
+        self.config.per_ip.rate = Some(ConnectionRate { per_second, burst });
+        self
+    }
+
+    /// How many client addresses the per-IP limits track at once (default 65 536); a new
+    /// client finding the table full (after idle entries are swept) is refused.
+    #[must_use]
+    pub fn per_ip_table_size(mut self, n: usize) -> Self {
+        self.config.per_ip.max_tracked = n.max(1);
         self
     }
 

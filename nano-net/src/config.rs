@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::per_ip::PerIpLimits;
+
 /// What to do with a connection whose bounded send queue is full (the client stopped reading).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FullQueuePolicy {
@@ -62,6 +64,9 @@ pub struct ServerConfig {
     pub allowed_origins: Option<Vec<String>>,
     /// Handshake validator.
     pub validator: Option<HandshakeValidator>,
+    /// Per-IP connection cap and connection rate at accept (off by default; see
+    /// [`PerIpLimits`]).
+    pub per_ip: PerIpLimits,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +80,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(5),
             allowed_origins: None,
             validator: None,
+            per_ip: PerIpLimits::default(),
         }
     }
 }
@@ -90,6 +96,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("allowed_origins", &self.allowed_origins)
             .field("validator", &self.validator.is_some())
+            .field("per_ip", &self.per_ip)
             .finish()
     }
 }

@@ -5,6 +5,9 @@
 //! | `app` | [`App`]: components + listeners + settings, then `run()` / `start()` |
 //! | `server` | [`Server`]: a running server's addresses and graceful shutdown |
 //! | `listen` | listeners (TCP, WebSocket, TLS): accept loops, connection limit, backoff |
+//! | `listener` | [`Listener`]: an address, a transport and its options (TLS, PROXY protocol) |
+//! | `proxy` | the PROXY protocol header (v1, v2) on listeners behind a load balancer |
+//! | `per_ip` | per-IP connection cap and connection rate at accept, in a bounded table |
 //! | `ctx` | what connections share: engine, settings, live sessions, handshake reply |
 //! | `agent` | one per connection: handshake, read loop, batched writer |
 //! | `heartbeat` | one sweeper per server: heartbeats, kicks silent peers |
@@ -25,7 +28,10 @@ mod ctx;
 mod heartbeat;
 mod http;
 mod listen;
+mod listener;
 mod outbox;
+mod per_ip;
+mod proxy;
 mod server;
 mod tls;
 mod transport;
@@ -35,5 +41,7 @@ pub use app::{app, App};
 pub use client::{Client, ClientBuilder, ClientError, ClientEvent, HandshakeInfo};
 pub use config::{FullQueuePolicy, HandshakeRefusal, HandshakeRequest, ServerConfig};
 pub use http::{embedded, static_dir, HttpHandler, HttpRequest, HttpResponse};
+pub use listener::Listener;
+pub use per_ip::{ConnectionRate, PerIpLimits, PerIpRefusals};
 pub use server::{Server, Transport};
 pub use tls::TlsConfig;

@@ -30,6 +30,7 @@ pub struct Server<S> {
     pub(crate) stop_accepting: CancellationToken,
     pub(crate) accept_tasks: JoinSet<()>,
     pub(crate) conns: Arc<ConnTracker>,
+    pub(crate) per_ip: Option<Arc<crate::per_ip::PerIp>>,
 }
 
 /// Counts live connection tasks so shutdown can wait for them.
@@ -67,6 +68,14 @@ impl<S: Serializer> Server<S> {
     /// Number of connections being served.
     pub fn connections(&self) -> usize {
         self.conns.active()
+    }
+
+    /// Connections refused by the per-IP limits so far (all zero when they are off).
+    pub fn per_ip_refusals(&self) -> crate::PerIpRefusals {
+        self.per_ip
+            .as_ref()
+            .map(|t| t.refusals())
+            .unwrap_or_default()
     }
 
     /// Number of sessions that completed the handshake and are open.
