@@ -216,7 +216,8 @@ impl<S: Serializer> App<S> {
         self
     }
 
-    /// Accepts WebSocket upgrades only from these `Origin`s.
+    /// Accepts WebSocket upgrades only from these `Origin`s (browser pages of other sites are
+    /// refused with 403). Clients that send no `Origin` (not browsers) are always accepted.
     #[must_use]
     pub fn allowed_origins<I: IntoIterator<Item = impl Into<String>>>(
         mut self,

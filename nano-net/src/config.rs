@@ -60,7 +60,8 @@ pub struct ServerConfig {
     pub on_full_queue: FullQueuePolicy,
     /// Time allowed for graceful shutdown after the kick (default 5 s).
     pub shutdown_timeout: Duration,
-    /// Allowed `Origin` values for WebSocket upgrades; `None` allows any.
+    /// Allowed `Origin` values for WebSocket upgrades from browsers; `None` allows any. An
+    /// upgrade without an `Origin` header (not a browser) is always allowed.
     pub allowed_origins: Option<Vec<String>>,
     /// Handshake validator.
     pub validator: Option<HandshakeValidator>,

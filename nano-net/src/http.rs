@@ -201,8 +201,10 @@ where
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let path = req.path.split('?').next().unwrap_or("");
     if is_upgrade && path == side.ws_path {
-        if let Some(allowed) = &side.allowed_origins {
-            let origin = req.header("origin").unwrap_or("");
+        // Browsers always send Origin, and the check exists to keep other sites' pages out. A
+        // client without one is not a browser (the Rust client, pypomelo, a native app) and
+        // could send any Origin it liked, so refusing it would protect nothing.
+        if let (Some(allowed), Some(origin)) = (&side.allowed_origins, req.header("origin")) {
             if !allowed.iter().any(|a| a == origin) {
                 tracing::info!(origin, "websocket origin refused");
                 respond(
