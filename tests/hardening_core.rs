@@ -142,7 +142,12 @@ impl Raw {
             .extend_from_slice(payload.to_string().as_bytes());
         let packet = w.finish(64 * 1024).unwrap();
         let compressed = packet[4] & 0x01 == 0x01;
-        assert_eq!(compressed, self.routes != Routes::Strings, "{:?}", self.routes);
+        assert_eq!(
+            compressed,
+            self.routes != Routes::Strings,
+            "{:?}",
+            self.routes
+        );
         self.send(&packet).await;
         id
     }
@@ -160,7 +165,11 @@ impl Raw {
                 continue;
             }
             let route = m.route.expect("a push has a route").to_string();
-            return (route, compressed, serde_json::from_slice(&m.payload).unwrap());
+            return (
+                route,
+                compressed,
+                serde_json::from_slice(&m.payload).unwrap(),
+            );
         }
     }
 
@@ -238,8 +247,7 @@ async fn the_handshake_offers_the_dictionary_in_nano_and_pomelo_forms_that_agree
 }
 
 #[tokio::test]
-async fn string_route_clients_read_every_chat_push_with_string_routes_while_dict_users_get_codes()
-{
+async fn string_route_clients_read_every_chat_push_with_string_routes_while_dict_users_get_codes() {
     let server = chat_server().await;
     let mut a = Raw::connect(&server, Routes::Strings).await;
     let (compressed, members) = a.join().await;

@@ -272,3 +272,18 @@ pub(crate) struct ProtoError {
     #[prost(btree_map = "string, string", tag = "3")]
     pub metadata: BTreeMap<String, String>,
 }
+
+#[cfg(all(test, feature = "anyhow"))]
+mod anyhow_tests {
+    use super::*;
+
+    #[test]
+    fn an_anyhow_error_becomes_a_generic_internal_error() {
+        fn handler() -> Result<()> {
+            Err(anyhow::anyhow!("select * from users: syntax error"))?;
+            Ok(())
+        }
+        let e = handler().unwrap_err();
+        assert_eq!((e.code(), e.message()), (CODE_INTERNAL, INTERNAL_MESSAGE));
+    }
+}

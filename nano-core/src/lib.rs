@@ -41,8 +41,8 @@ pub use private as __private;
 pub use component::{Component, Context, HandlerInfo};
 pub use engine::{BuildError, DispatchError, Engine, EngineBuilder, DEFAULT_SCHEDULER};
 pub use error::{
-    Error, OrInternal, Result, CODE_BAD_REQUEST, CODE_CLOSED, CODE_FORBIDDEN, CODE_INTERNAL, CODE_NOT_FOUND,
-    CODE_UNAVAILABLE, INTERNAL_MESSAGE,
+    Error, OrInternal, Result, CODE_BAD_REQUEST, CODE_CLOSED, CODE_FORBIDDEN, CODE_INTERNAL,
+    CODE_NOT_FOUND, CODE_UNAVAILABLE, INTERNAL_MESSAGE,
 };
 pub use group::Group;
 pub use link::{Link, SendError};
