@@ -23,9 +23,10 @@ pub(crate) trait Membership: Send + Sync {
 /// closed does not stop delivery to the others. Members leave automatically when their session
 /// closes.
 ///
-/// No user code runs under the group's lock: a broadcast copies the member handles and then
-/// serializes, filters and runs the outbound interceptors without it, so these may use the
-/// group (`count`, `members`, even `add`/`leave`); such a change applies to the next broadcast.
+/// No user code runs under the group's lock: a broadcast takes a shared list of the members,
+/// then serializes, filters and runs the outbound interceptors without the lock, so these may
+/// use the group (`count`, `members`, even `add`/`leave`); such a change applies to the next
+/// broadcast.
 ///
 /// # Examples
 ///
@@ -56,6 +57,35 @@ struct State<S> {
     closed: bool,
     /// Members by session id (join order for sessions of one process).
     members: BTreeMap<u64, Session<S>>,
+    /// The members as a shared list for broadcasts, made on the first broadcast after a
+    /// change: a broadcast under the lock clones one `Arc`, not every member handle.
+    snapshot: Option<Arc<[Session<S>]>>,
+}
+
+impl<S> State<S> {
+    fn insert(&mut self, session: &Session<S>) {
+        self.snapshot = None;
+        self.members.insert(session.id(), session.clone());
+    }
+
+    fn remove(&mut self, session_id: u64) -> bool {
+        let removed = self.members.remove(&session_id).is_some();
+        if removed {
+            self.snapshot = None;
+        }
+        removed
+    }
+
+    fn take(&mut self) -> BTreeMap<u64, Session<S>> {
+        self.snapshot = None;
+        std::mem::take(&mut self.members)
+    }
+
+    fn snapshot(&mut self) -> Arc<[Session<S>]> {
+        self.snapshot
+            .get_or_insert_with(|| self.members.values().cloned().collect())
+            .clone()
+    }
 }
 
 impl<S> Clone for Group<S> {
@@ -69,7 +99,7 @@ impl<S> Clone for Group<S> {
 impl<S: Send + 'static> Membership for GroupInner<S> {
     // Called by a closing session without its own lock held.
     fn remove_member(&self, session_id: u64) {
-        lock(&self.state).members.remove(&session_id);
+        lock(&self.state).remove(session_id);
     }
 }
 
@@ -82,6 +112,7 @@ impl<S: Serializer> Group<S> {
                 state: Mutex::new(State {
                     closed: false,
                     members: BTreeMap::new(),
+                    snapshot: None,
                 }),
             }),
         }
@@ -112,24 +143,19 @@ impl<S: Serializer> Group<S> {
                     ),
                 ));
             }
-            st.members.insert(session.id(), session.clone());
+            st.insert(session);
             Ok(())
         })
     }
 
     /// Removes a session; returns whether it was a member.
     pub fn leave(&self, session: &Session<S>) -> bool {
-        session.leave_group(self.id(), || {
-            lock(&self.inner.state)
-                .members
-                .remove(&session.id())
-                .is_some()
-        })
+        session.leave_group(self.id(), || lock(&self.inner.state).remove(session.id()))
     }
 
     /// Removes every member.
     pub fn leave_all(&self) {
-        let members = std::mem::take(&mut lock(&self.inner.state).members);
+        let members = lock(&self.inner.state).take();
         self.forget(members);
     }
 
@@ -224,19 +250,19 @@ impl<S: Serializer> Group<S> {
     }
 
     /// Serializes once (with the first member's settings) and queues on every selected member;
-    /// the member handles are copied under the lock, everything else runs without it.
+    /// a shared list of the members is taken under the lock, everything else runs without it.
     fn deliver(
         &self,
         route: &str,
         write: impl FnOnce(&mut BytesMut) -> Result<()>,
         mut filter: impl FnMut(&Session<S>) -> bool,
     ) -> Result<()> {
-        let members: Vec<Session<S>> = self.state()?.members.values().cloned().collect();
+        let members = self.state()?.snapshot();
         let Some(first) = members.first() else {
             return Ok(());
         };
         let mut packets = Packets::new(first.shared(), route, write);
-        for member in &members {
+        for member in members.iter() {
             if !filter(member) {
                 continue;
             }
@@ -262,7 +288,7 @@ impl<S: Serializer> Group<S> {
         let members = {
             let mut st = lock(&self.inner.state);
             st.closed = true;
-            std::mem::take(&mut st.members)
+            st.take()
         };
         self.forget(members);
     }
