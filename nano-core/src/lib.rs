@@ -43,8 +43,8 @@ pub use private as __private;
 pub use component::{Component, Context, HandlerInfo};
 pub use engine::{BuildError, DispatchError, Engine, EngineBuilder, DEFAULT_SCHEDULER};
 pub use error::{
-    Error, Result, CODE_BAD_REQUEST, CODE_CLOSED, CODE_FORBIDDEN, CODE_INTERNAL, CODE_NOT_FOUND,
-    CODE_TOO_MANY_REQUESTS, CODE_UNAVAILABLE,
+    Error, OrInternal, Result, CODE_BAD_REQUEST, CODE_CLOSED, CODE_FORBIDDEN, CODE_INTERNAL,
+    CODE_NOT_FOUND, CODE_TOO_MANY_REQUESTS, CODE_UNAVAILABLE, INTERNAL_MESSAGE,
 };
 pub use group::Group;
 pub use link::{Link, SendError};

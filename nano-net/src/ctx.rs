@@ -26,6 +26,10 @@ pub(crate) struct ServerCtx<S> {
 impl<S: Serializer> ServerCtx<S> {
     pub fn new(engine: Engine<S>, config: ServerConfig) -> Self {
         let mut sys = engine.handshake_sys();
+        if sys.contains_key("dict") {
+            // The same dictionary in pomelo 2.x's form, for clients that read only that.
+            sys.extend(engine.dictionary().pomelo_sys());
+        }
         if let Some(hb) = config.heartbeat {
             sys.insert("heartbeat".into(), hb.as_secs().max(1).into());
         }

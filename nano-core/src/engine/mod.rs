@@ -199,7 +199,8 @@ impl<S: Serializer> Engine<S> {
         session: &Session<S>,
         body: Bytes,
     ) -> Result<(), DispatchError> {
-        let msg = Message::decode(body, Some(&self.inner.dict))?;
+        let mut msg = Message::decode(body, Some(&self.inner.dict))?;
+        session.note_route_code(&mut msg.route_code, &self.inner.dict);
         self.dispatch(session, msg).await
     }
 
