@@ -41,8 +41,7 @@ pub use nano_core::testing;
 pub use nano_core::{
     Component, Decode, Encode, Engine, EngineBuilder, Envelope, Error, Group, Json, Link,
     OrInternal, OverLimit, Pipeline, Protobuf, RateLimit, Result, Scheduler, Serializer, Session,
-    TimerId,
-    DEFAULT_SCHEDULER,
+    TimerId, DEFAULT_SCHEDULER,
 };
 pub use nano_macros::component;
 pub use nano_net::*;
