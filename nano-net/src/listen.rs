@@ -142,7 +142,7 @@ async fn accept_loop<S: Serializer>(
             (Some(tls), None) => tokio::spawn(async move {
                 if let Some(stream) = tls_accept(&ctx, &tls, stream, remote).await {
                     let (r, w) = tokio::io::split(stream);
-                    agent::serve(ctx, StreamSource(r), StreamSink(w), remote).await;
+                    agent::serve(ctx, StreamSource::new(r), StreamSink(w), remote).await;
                 }
                 drop(done);
             }),
@@ -191,7 +191,12 @@ async fn tls_accept<S>(
     stream: TcpStream,
     remote: SocketAddr,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(ctx.config.handshake_timeout, tls.acceptor.accept(stream)).await {
+    let accept = tokio::time::timeout(ctx.config.handshake_timeout, tls.acceptor.accept(stream));
+    let accepted = tokio::select! {
+        r = accept => r,
+        () = ctx.dropped.cancelled() => return None,
+    };
+    match accepted {
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
             tracing::info!(%remote, error = %e, "TLS handshake failed");
@@ -210,15 +215,19 @@ where
     IO: Upgraded,
 {
     // Boxed: the HTTP phase is over once upgraded, so it must not stay in this future.
-    let accepted = tokio::time::timeout(
+    let accept = tokio::time::timeout(
         ctx.config.handshake_timeout,
         Box::pin(http::accept(stream, http)),
-    )
-    .await;
+    );
+    let accepted = tokio::select! {
+        r = accept => r,
+        () = ctx.dropped.cancelled() => return,
+    };
     match accepted {
         Ok(Ok(http::Accepted::WebSocket(stream, leftover))) => {
             let (read, write) = stream.into_halves();
             let (source, sink) = ws::pair(read, write, leftover, http.max_ws_payload);
+            let source = source.with_write_timeout(ctx.config.write_timeout);
             agent::serve(ctx, source, sink, remote).await;
         }
         Ok(Ok(http::Accepted::Done)) => {}

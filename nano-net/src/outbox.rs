@@ -6,6 +6,9 @@
 //! write?" without taking the lock. An idle connection's queue holds no allocation beyond a few
 //! slots.
 //!
+//! The queue is bounded twice: in packets and in bytes (the packets' total length, counted
+//! under the same lock as the packets themselves, mirrored in an atomic next to the length).
+//!
 //! The wake-up is a flag plus an [`AtomicWaker`]: cheaper to wait on, turn after turn, than a
 //! `tokio::sync::Notify`, whose waiting future takes the notifier's lock each time it is polled.
 
@@ -34,6 +37,8 @@ pub(crate) enum PushError {
 pub(crate) struct Outbox {
     /// `queue.packets.len()`, written under the lock, read without it.
     len: AtomicUsize,
+    /// `queue.bytes`, written under the lock, read without it.
+    bytes: AtomicUsize,
     /// Set by a wake-up, cleared by the task that observes it.
     woken: AtomicBool,
     /// Whether the connection's task is waiting: only then does a push need to wake it. A push
@@ -42,10 +47,13 @@ pub(crate) struct Outbox {
     queue: Mutex<Queue>,
     waker: AtomicWaker,
     capacity: usize,
+    max_bytes: usize,
 }
 
 struct Queue {
     packets: Packets,
+    /// Total length of `packets`.
+    bytes: usize,
     closed: bool,
 }
 
@@ -71,12 +79,13 @@ impl Packets {
         }
     }
 
-    /// Moves up to `max` of the oldest packets into `batch`.
-    fn take_into(&mut self, batch: &mut Vec<Bytes>, max: usize) {
+    /// Moves up to `max` of the oldest packets into `batch`; returns their total length.
+    fn take_into(&mut self, batch: &mut Vec<Bytes>, max: usize) -> usize {
         let mut max = max;
         if max == 0 {
-            return;
+            return 0;
         }
+        let start = batch.len();
         if let Some(p) = self.first.take() {
             batch.push(p);
             max -= 1;
@@ -86,6 +95,7 @@ impl Packets {
         if self.rest.is_empty() && self.rest.capacity() > KEEP_SLOTS {
             self.rest = VecDeque::new();
         }
+        batch[start..].iter().map(Bytes::len).sum()
     }
 
     fn into_vec(self) -> Vec<Bytes> {
@@ -96,14 +106,19 @@ impl Packets {
 }
 
 impl Outbox {
-    pub fn new(capacity: usize) -> Self {
+    /// A queue of at most `capacity` packets and `max_bytes` bytes (a packet larger than
+    /// `max_bytes` is still taken into an empty queue).
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         Outbox {
             queue: Mutex::new(Queue {
                 packets: Packets::default(),
+                bytes: 0,
                 closed: false,
             }),
             len: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
             capacity: capacity.max(1),
+            max_bytes: max_bytes.max(1),
             woken: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             parked: AtomicBool::new(false),
@@ -122,10 +137,13 @@ impl Outbox {
             return Err(PushError::Closed);
         }
         let len = q.packets.len();
-        if len >= self.capacity {
+        let bytes = q.bytes + packet.len();
+        if len >= self.capacity || (len > 0 && bytes > self.max_bytes) {
             return Err(PushError::Full);
         }
         q.packets.push_back(packet);
+        q.bytes = bytes;
+        self.bytes.store(bytes, Ordering::Relaxed);
         // SeqCst pairs with `set_parked(true)` followed by `is_empty()`: either the task sees
         // this packet before it waits, or we see it waiting.
         self.len.store(len + 1, Ordering::SeqCst);
@@ -152,8 +170,21 @@ impl Outbox {
     }
 
     /// The most packets the queue holds.
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Bytes queued now.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the queue is half full, in packets or in bytes: time for the connection's
+    /// task to write before reading on.
+    #[inline]
+    pub fn half_full(&self) -> bool {
+        self.len() >= self.capacity / 2 || self.bytes() >= self.max_bytes / 2
     }
 
     /// Completes at the next wake-up (a packet queued into an empty queue while the task was
@@ -186,7 +217,8 @@ impl Outbox {
             return;
         }
         let mut q = self.lock();
-        q.packets.take_into(batch, max);
+        q.bytes -= q.packets.take_into(batch, max);
+        self.bytes.store(q.bytes, Ordering::Relaxed);
         self.len.store(q.packets.len(), Ordering::SeqCst);
     }
 
@@ -194,6 +226,8 @@ impl Outbox {
     pub fn close(&self) -> Vec<Bytes> {
         let mut q = self.lock();
         q.closed = true;
+        q.bytes = 0;
+        self.bytes.store(0, Ordering::Relaxed);
         self.len.store(0, Ordering::SeqCst);
         std::mem::take(&mut q.packets).into_vec()
     }
@@ -211,7 +245,7 @@ mod tests {
 
     #[test]
     fn length_follows_pushes_and_takes() {
-        let o = Outbox::new(4);
+        let o = Outbox::new(4, usize::MAX);
         assert!(o.is_empty());
         for n in 0..4 {
             o.push(packet(n)).unwrap();
@@ -233,8 +267,32 @@ mod tests {
     }
 
     #[test]
+    fn bytes_are_bounded_too() {
+        let o = Outbox::new(100, 10);
+        o.push(Bytes::from(vec![0; 6])).unwrap();
+        o.push(Bytes::from(vec![1; 4])).unwrap();
+        assert_eq!(o.bytes(), 10);
+        assert!(o.half_full(), "half the bytes");
+        assert_eq!(o.push(Bytes::from(vec![2; 1])), Err(PushError::Full));
+        let mut batch = Vec::new();
+        o.take(&mut batch, 1);
+        assert_eq!(o.bytes(), 4);
+        assert!(!o.half_full());
+        o.push(Bytes::from(vec![3; 6])).unwrap();
+        assert_eq!(o.push(Bytes::from(vec![4; 1])), Err(PushError::Full));
+        batch.clear();
+        o.take(&mut batch, 8);
+        assert_eq!(o.bytes(), 0);
+        // Alone in the queue, a packet over the byte bound still goes out.
+        o.push(Bytes::from(vec![5; 50])).unwrap();
+        assert_eq!(o.push(Bytes::from(vec![6; 1])), Err(PushError::Full));
+        assert_eq!(o.close().len(), 1);
+        assert_eq!(o.bytes(), 0);
+    }
+
+    #[test]
     fn order_is_kept_across_the_inline_slot() {
-        let o = Outbox::new(8);
+        let o = Outbox::new(8, usize::MAX);
         let mut batch = Vec::new();
         for n in 0..3 {
             o.push(packet(n)).unwrap();
@@ -258,7 +316,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_wakes_a_parked_task_only() {
-        let o = Outbox::new(8);
+        let o = Outbox::new(8, usize::MAX);
         // Not parked: the task's own pushes leave no wake-up behind.
         o.push(packet(1)).unwrap();
         let pending = tokio::time::timeout(Duration::from_millis(20), o.woken()).await;
@@ -277,7 +335,7 @@ mod tests {
         // Two producers and a thread of stray wake-ups (as a close would make) race the
         // consumer's park / check / wait: a lost wake-up stalls the consumer (timeout).
         const EACH: u32 = 20_000;
-        let o = Arc::new(Outbox::new(64));
+        let o = Arc::new(Outbox::new(64, usize::MAX));
         let done = Arc::new(AtomicBool::new(false));
         let producers: Vec<_> = (0..2u32)
             .map(|p| {
