@@ -125,6 +125,7 @@ async fn accept_loop<S: Serializer>(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        limit_unsent(&stream);
         let ctx = ctx.clone();
         let tls = tls.clone();
         let http = http.clone();
@@ -158,6 +159,23 @@ async fn accept_loop<S: Serializer>(
             }),
         };
     }
+}
+
+/// Unsent bytes the kernel holds for one connection before its writes block (and below half
+/// of which a blocked write is woken): with it, a write to a peer that reads slowly makes
+/// progress in steps of at most 32 KiB, so the write deadline measures the peer's reading, not
+/// the size the kernel's send buffer has grown to (a third of it, up to megabytes, must drain
+/// before a blocked writer is woken otherwise). It also caps what a stuck peer holds in the
+/// kernel.
+const MAX_UNSENT: u32 = 64 * 1024;
+
+fn limit_unsent(stream: &TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(MAX_UNSENT) {
+        tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (stream, MAX_UNSENT);
 }
 
 /// Held by a connection's task: frees its place under the connection limit when it ends, and
