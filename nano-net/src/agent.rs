@@ -568,3 +568,7 @@ pub(crate) fn parse_handshake(
         remote,
     })
 }
+
+#[cfg(test)]
+#[path = "agent_tests.rs"]
+mod tests;

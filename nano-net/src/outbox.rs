@@ -170,7 +170,7 @@ impl Outbox {
     }
 
     /// The most packets the queue holds.
-    #[cfg(test)]
+    #[allow(dead_code)] // the loom model and tests
     pub fn capacity(&self) -> usize {
         self.capacity
     }
