@@ -125,7 +125,11 @@ async fn stuck_peer(server: &Server<Json>, via: Via) -> Stuck {
                 Err(_) => panic!("a write blocked for {T:?}: the server neither reads nor closes"),
             }
         }
-        (peer, last, failed.expect("400 MB written to a server that does not read"))
+        (
+            peer,
+            last,
+            failed.expect("400 MB written to a server that does not read"),
+        )
     });
     Stuck {
         local,
@@ -176,7 +180,11 @@ async fn twenty_peers_that_pipeline_and_never_read_are_disconnected_within_the_w
             // One log line for this connection, saying why.
             let lines = support::log_lines(local);
             assert_eq!(lines.len(), 1, "{via:?} {local}: {lines:?}");
-            assert_eq!(lines[0].reason.as_deref(), Some("write timeout"), "{lines:?}");
+            assert_eq!(
+                lines[0].reason.as_deref(),
+                Some("write timeout"),
+                "{lines:?}"
+            );
         }
         assert!(started.elapsed() < T, "{via:?}");
         assert_eq!(server.sessions(), 0, "{via:?}");
@@ -272,9 +280,13 @@ async fn a_slow_peer_that_keeps_reading_is_not_disconnected() {
         let mut peer = Peer::connect(&server, via, true).await;
         peer.handshake().await;
         let started = Instant::now();
-        peer.send(&support::request(1, "TestHandler.Blobs", BLOBS.to_string().as_bytes()))
-            .await
-            .unwrap();
+        peer.send(&support::request(
+            1,
+            "TestHandler.Blobs",
+            BLOBS.to_string().as_bytes(),
+        ))
+        .await
+        .unwrap();
         // Read slowly, in small pieces, never pausing for a whole deadline.
         let mut pushes = 0;
         let mut response = false;
@@ -303,7 +315,10 @@ async fn a_slow_peer_that_keeps_reading_is_not_disconnected() {
             started.elapsed()
         );
         peer.send(&echo_4k(2)).await.unwrap();
-        assert!(timeout(T, peer.packet()).await.unwrap().is_some(), "{via:?}");
+        assert!(
+            timeout(T, peer.packet()).await.unwrap().is_some(),
+            "{via:?}"
+        );
     }
 }
 
@@ -725,10 +740,15 @@ mod support {
             let mut f = Fields::default();
             event.record(&mut f);
             if let Some(remote) = f.remote {
-                lines().lock().unwrap().entry(remote).or_default().push(Line {
-                    message: f.message,
-                    reason: f.reason,
-                });
+                lines()
+                    .lock()
+                    .unwrap()
+                    .entry(remote)
+                    .or_default()
+                    .push(Line {
+                        message: f.message,
+                        reason: f.reason,
+                    });
             }
         }
     }

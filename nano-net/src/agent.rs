@@ -253,7 +253,14 @@ pub(crate) async fn serve<S, R, W>(
         let reason = failure.into_reason();
         state.end(Ending::ProtocolError(reason));
         // Boxed: the end of a connection must not make every connection's task larger.
-        Box::pin(close_out(&mut sink, &state, close_timeout, write_timeout, batch)).await;
+        Box::pin(close_out(
+            &mut sink,
+            &state,
+            close_timeout,
+            write_timeout,
+            batch,
+        ))
+        .await;
         teardown.finished();
         return;
     }
@@ -351,7 +358,14 @@ pub(crate) async fn serve<S, R, W>(
     }
     teardown.close_session();
     // Boxed: the end of a connection must not make every connection's task larger.
-        Box::pin(close_out(&mut sink, &state, close_timeout, write_timeout, batch)).await;
+    Box::pin(close_out(
+        &mut sink,
+        &state,
+        close_timeout,
+        write_timeout,
+        batch,
+    ))
+    .await;
     teardown.finished();
     tracing::debug!(%remote, session = session.id(), "session closed");
 }

@@ -40,7 +40,10 @@ enum Step {
     Bytes(Vec<u8>),
     /// Tells the test the read was reached (the session is registered by then), waits for
     /// its go, then panics.
-    Panic(mpsc::UnboundedSender<()>, tokio::sync::oneshot::Receiver<()>),
+    Panic(
+        mpsc::UnboundedSender<()>,
+        tokio::sync::oneshot::Receiver<()>,
+    ),
     /// Tells the test, then never completes.
     Hang(mpsc::UnboundedSender<()>),
 }
@@ -74,7 +77,11 @@ impl PacketSource for Script {
 struct Sink;
 
 impl PacketSink for Sink {
-    async fn send_batch_tracked(&mut self, _batch: &[Bytes], progress: &Progress) -> io::Result<()> {
+    async fn send_batch_tracked(
+        &mut self,
+        _batch: &[Bytes],
+        progress: &Progress,
+    ) -> io::Result<()> {
         progress.mark();
         Ok(())
     }
@@ -93,15 +100,14 @@ impl PacketSink for Sink {
 async fn registered_then(
     ctx: &Arc<ServerCtx<Json>>,
     last: impl FnOnce(mpsc::UnboundedSender<()>) -> Step,
-) -> (tokio::task::JoinHandle<()>, nano_core::Session<Json>, Group<Json>) {
+) -> (
+    tokio::task::JoinHandle<()>,
+    nano_core::Session<Json>,
+    Group<Json>,
+) {
     let (tx, mut reached) = mpsc::unbounded_channel();
     let script = Script(VecDeque::from([Step::Bytes(handshake_bytes()), last(tx)]));
-    let task = tokio::spawn(serve(
-        ctx.clone(),
-        script,
-        Sink,
-        ([127, 0, 0, 1], 9).into(),
-    ));
+    let task = tokio::spawn(serve(ctx.clone(), script, Sink, ([127, 0, 0, 1], 9).into()));
     tokio::time::timeout(T, reached.recv())
         .await
         .expect("the read after the handshake");
@@ -119,7 +125,10 @@ async fn a_panic_unwinding_out_of_the_connection_task_still_tears_the_session_do
     let (task, session, group) = registered_then(&ctx, |r| Step::Panic(r, wait)).await;
     go.send(()).unwrap();
     let joined = tokio::time::timeout(T, task).await.unwrap();
-    assert!(joined.unwrap_err().is_panic(), "the panic unwound out of serve");
+    assert!(
+        joined.unwrap_err().is_panic(),
+        "the panic unwound out of serve"
+    );
     assert_eq!(ctx.session_count(), 0, "unregistered");
     assert!(session.is_closed(), "closed");
     assert_eq!(group.count(), 0, "left its groups (Session::closed ran)");
@@ -212,7 +221,10 @@ async fn before_the_handshake_a_connection_holds_a_few_kib_whatever_it_sends() {
     let sent = burst.len() + 4 + 100;
     let deadline = tokio::time::Instant::now() + T;
     while largest.load(Ordering::Relaxed) < cap {
-        assert!(tokio::time::Instant::now() < deadline, "never reserved the body");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reserved the body"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let held = largest.load(Ordering::Relaxed);

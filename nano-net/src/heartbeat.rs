@@ -136,7 +136,10 @@ mod tests {
         for _ in 0..3 {
             chatty.mark_heard();
             assert_eq!(sweep(&ctx, &hb), 0, "kicked once only");
-            assert!(quiet.queued().is_empty(), "no heartbeat to a closing connection");
+            assert!(
+                quiet.queued().is_empty(),
+                "no heartbeat to a closing connection"
+            );
             assert_eq!(chatty.queued().len(), 1);
         }
     }

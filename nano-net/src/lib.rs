@@ -27,6 +27,7 @@ mod http;
 mod listen;
 mod outbox;
 mod server;
+mod sync;
 mod tls;
 mod transport;
 mod ws;

@@ -277,7 +277,9 @@ impl PacketSource for TcpSource {
     }
 
     fn limit_reads(&mut self, max: Option<usize>) {
-        self.max_chunk = max.map_or(Self::MAX_CHUNK, |m| m.clamp(Self::MIN_CHUNK, Self::MAX_CHUNK));
+        self.max_chunk = max.map_or(Self::MAX_CHUNK, |m| {
+            m.clamp(Self::MIN_CHUNK, Self::MAX_CHUNK)
+        });
         self.chunk = self.chunk.min(self.max_chunk);
     }
 }
