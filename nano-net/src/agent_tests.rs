@@ -216,7 +216,7 @@ async fn before_the_handshake_a_connection_holds_a_few_kib_whatever_it_sends() {
         .write_all(&[1, (len >> 16) as u8, (len >> 8) as u8, len as u8])
         .await
         .unwrap();
-    client.write_all(&vec![b' '; 100]).await.unwrap();
+    client.write_all(&[b' '; 100]).await.unwrap();
     // Wait until the server has read everything sent: it then holds the partial handshake.
     let sent = burst.len() + 4 + 100;
     let deadline = tokio::time::Instant::now() + T;

@@ -69,9 +69,12 @@ pub struct ServerConfig {
     /// A connection whose writes accept no byte for this long is closed (default 5 s): a
     /// peer that stops reading cannot hold its connection, task and buffers. The clock runs
     /// only while a write is blocked and starts over whenever the socket accepts bytes, so a
-    /// slow client that keeps reading is not cut. (On TLS, progress is counted as the TLS
-    /// layer accepts bytes; its final flush of at most one buffer of records must complete
-    /// within the deadline.)
+    /// slow client that keeps reading is not cut: on Linux the kernel holds at most 64 KiB
+    /// unsent per connection (`TCP_NOTSENT_LOWAT`), so a blocked write progresses whenever the
+    /// peer has read about 32 KiB; a peer reading slower than that per deadline is cut. Kick,
+    /// close, the heartbeat sweeper and shutdown end a stuck connection within this bound.
+    /// (On TLS, progress is counted as the TLS layer accepts bytes; its final flush of at
+    /// most one buffer of records must complete within the deadline.)
     pub write_timeout: Duration,
     /// Largest packet body accepted before the handshake completes (default 4 KiB): a peer
     /// that has not shaken hands gets no more buffer than this, whatever its packet header
