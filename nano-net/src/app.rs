@@ -201,10 +201,12 @@ impl<S: Serializer> App<S> {
         self
     }
 
-    /// Largest packet body accepted before the handshake completes (default 4 KiB).
+    /// Largest packet body accepted before the handshake completes (default 4 KiB, at least
+    /// 64 bytes): a Handshake over it is refused and the connection closed, and a peer that
+    /// has not shaken hands holds no more buffer than about this.
     #[must_use]
     pub fn max_handshake_size(mut self, bytes: usize) -> Self {
-        self.config.max_handshake_size = bytes;
+        self.config.max_handshake_size = bytes.max(64);
         self
     }
 

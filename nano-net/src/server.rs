@@ -89,7 +89,9 @@ impl<S: Serializer> Server<S> {
 
     /// Graceful shutdown: stop accepting, run `before_shutdown`, kick every session (the kick
     /// is flushed), wait for the connections to end (bounded by the configured shutdown
-    /// timeout), run the session-closed callbacks and `shutdown`.
+    /// timeout), run the session-closed callbacks and `shutdown`. A connection whose peer
+    /// does not read ends within the write timeout; any still open when the shutdown timeout
+    /// passes is aborted.
     pub async fn shutdown(mut self) {
         self.stop_accepting.cancel();
         while self.accept_tasks.join_next().await.is_some() {}
