@@ -175,6 +175,8 @@ impl<S: Serializer> App<S> {
     }
 
     /// Heartbeat interval (default 30 s); `None` disables heartbeats and the liveness check.
+    /// The handshake announces whole seconds: a fractional interval is rounded up to the next
+    /// second (with a warning at start), and the server sweeps at that announced interval.
     #[must_use]
     pub fn heartbeat(mut self, interval: Option<Duration>) -> Self {
         self.config.heartbeat = interval.filter(|d| !d.is_zero());
@@ -199,6 +201,36 @@ impl<S: Serializer> App<S> {
     #[must_use]
     pub fn send_queue(mut self, n: usize) -> Self {
         self.config.send_queue = n.max(1);
+        self
+    }
+
+    /// Bytes queued per connection (default 1 MiB) before the full-queue policy applies, as
+    /// for the packet bound of [`App::send_queue`].
+    #[must_use]
+    pub fn send_queue_bytes(mut self, n: usize) -> Self {
+        self.config.send_queue_bytes = n.max(1);
+        self
+    }
+
+    /// Closes a connection whose writes accept no byte for `t` (default 5 s): a client that
+    /// stops reading is let go. Progress (the socket accepting bytes) restarts the clock.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// let app = nano_net::app().write_timeout(Duration::from_secs(2));
+    /// ```
+    #[must_use]
+    pub fn write_timeout(mut self, t: Duration) -> Self {
+        self.config.write_timeout = t.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Largest packet body accepted before the handshake completes (default 4 KiB, at least
+    /// 64 bytes): a Handshake over it is refused and the connection closed, and a peer that
+    /// has not shaken hands holds no more buffer than about this.
+    #[must_use]
+    pub fn max_handshake_size(mut self, bytes: usize) -> Self {
+        self.config.max_handshake_size = bytes.max(64);
         self
     }
 

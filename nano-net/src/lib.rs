@@ -11,7 +11,8 @@
 //! | `ctx` | what connections share: engine, settings, live sessions, handshake reply |
 //! | `agent` | one per connection: handshake, read loop, batched writer |
 //! | `heartbeat` | one sweeper per server: heartbeats, kicks silent peers |
-//! | `outbox` | a connection's bounded send queue and its wake-up |
+//! | `outbox` | a connection's bounded send queue (packets and bytes) and its wake-up |
+//! | `sync` | std's or loom's primitives for the outbox (`--cfg nano_loom` model checks) |
 //! | `transport` | what the agent reads from and writes to; raw streams (one `writev` per batch) |
 //! | `ws` | server WebSocket over the halves of an upgraded stream: frames parsed and unmasked in place, one binary frame per batch |
 //! | `http` | WebSocket upgrade with origin check, plain HTTP on the same port |
@@ -33,6 +34,7 @@ mod outbox;
 mod per_ip;
 mod proxy;
 mod server;
+mod sync;
 mod tls;
 mod transport;
 mod ws;

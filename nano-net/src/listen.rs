@@ -175,6 +175,7 @@ async fn accept_loop<S: Serializer>(
             }
         }
         let _ = stream.set_nodelay(true);
+        limit_unsent(&stream);
         let ctx = ctx.clone();
         let tls = tls.clone();
         let http = http.clone();
@@ -205,7 +206,7 @@ async fn accept_loop<S: Serializer>(
                 };
                 if let Some(stream) = tls_accept(&ctx, &tls, stream, remote).await {
                     let (r, w) = tokio::io::split(stream);
-                    agent::serve(ctx, StreamSource(r), StreamSink(w), remote).await;
+                    agent::serve(ctx, StreamSource::new(r), StreamSink(w), remote).await;
                 }
                 drop(done);
             }),
@@ -237,6 +238,23 @@ async fn accept_loop<S: Serializer>(
             }),
         };
     }
+}
+
+/// Unsent bytes the kernel holds for one connection before its writes block (and below half
+/// of which a blocked write is woken): with it, a write to a peer that reads slowly makes
+/// progress in steps of at most 32 KiB, so the write deadline measures the peer's reading, not
+/// the size the kernel's send buffer has grown to (a third of it, up to megabytes, must drain
+/// before a blocked writer is woken otherwise). It also caps what a stuck peer holds in the
+/// kernel.
+const MAX_UNSENT: u32 = 64 * 1024;
+
+fn limit_unsent(stream: &TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(MAX_UNSENT) {
+        tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (stream, MAX_UNSENT);
 }
 
 /// Held by a connection's task: frees its place under the connection limit when it ends, and
@@ -273,7 +291,12 @@ async fn tls_accept<S>(
     stream: TcpStream,
     remote: SocketAddr,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(ctx.config.handshake_timeout, tls.acceptor.accept(stream)).await {
+    let accept = tokio::time::timeout(ctx.config.handshake_timeout, tls.acceptor.accept(stream));
+    let accepted = tokio::select! {
+        r = accept => r,
+        () = ctx.dropped.cancelled() => return None,
+    };
+    match accepted {
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
             tracing::info!(%remote, error = %e, "TLS handshake failed");
@@ -292,15 +315,19 @@ where
     IO: Upgraded,
 {
     // Boxed: the HTTP phase is over once upgraded, so it must not stay in this future.
-    let accepted = tokio::time::timeout(
+    let accept = tokio::time::timeout(
         ctx.config.handshake_timeout,
         Box::pin(http::accept(stream, http)),
-    )
-    .await;
+    );
+    let accepted = tokio::select! {
+        r = accept => r,
+        () = ctx.dropped.cancelled() => return,
+    };
     match accepted {
         Ok(Ok(http::Accepted::WebSocket(stream, leftover))) => {
             let (read, write) = stream.into_halves();
             let (source, sink) = ws::pair(read, write, leftover, http.max_ws_payload);
+            let source = source.with_write_timeout(ctx.config.write_timeout);
             agent::serve(ctx, source, sink, remote).await;
         }
         Ok(Ok(http::Accepted::Done)) => {}

@@ -24,6 +24,12 @@ pub enum Transport {
 }
 
 /// A running server: its addresses, its engine, and the way to stop it.
+///
+/// Dropping a `Server` without [`Server::shutdown`] stops it at once: the listeners close
+/// (their ports stop accepting), the heartbeat sweeper stops, and every connection is
+/// aborted (closed without flushing or a Kick; its session is unregistered and its
+/// session-closed callbacks run). The engine's `before_shutdown` and `shutdown` hooks run only
+/// with [`Server::shutdown`].
 pub struct Server<S> {
     pub(crate) ctx: Arc<ServerCtx<S>>,
     pub(crate) addrs: Vec<(Transport, SocketAddr)>,
@@ -92,7 +98,9 @@ impl<S: Serializer> Server<S> {
 
     /// Graceful shutdown: stop accepting, run `before_shutdown`, kick every session (the kick
     /// is flushed), wait for the connections to end (bounded by the configured shutdown
-    /// timeout), run the session-closed callbacks and `shutdown`.
+    /// timeout), run the session-closed callbacks and `shutdown`. A connection whose peer
+    /// does not read ends within the write timeout; any still open when the shutdown timeout
+    /// passes is aborted.
     pub async fn shutdown(mut self) {
         self.stop_accepting.cancel();
         while self.accept_tasks.join_next().await.is_some() {}
@@ -118,6 +126,14 @@ impl<S: Serializer> Server<S> {
         }
         self.ctx.engine.shutdown().await;
         tracing::info!("server stopped");
+    }
+}
+
+impl<S> Drop for Server<S> {
+    fn drop(&mut self) {
+        self.stop_accepting.cancel();
+        self.accept_tasks.abort_all();
+        self.ctx.kill_all();
     }
 }
 
