@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::component::BoxedPayload;
 use crate::pipeline::Envelope;
 use crate::protocol::{Dictionary, Message, MessageError, MessageType};
-use crate::scheduler::{PendingScheduler, Scheduler};
+use crate::scheduler::{Lane, PendingScheduler, Scheduler};
 use crate::session::lock;
 use crate::shared::Shared;
 use crate::{Error, Json, Link, Serializer, Session};
@@ -93,6 +93,16 @@ struct Inner<S> {
     handles: Vec<Scheduler>,
     pending: Mutex<Option<Vec<PendingScheduler>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The last handle on an engine gone without [`Engine::shutdown`]: its schedulers stop (after
+/// the jobs already queued) rather than run forever, and drop their components. No hooks run.
+impl<S> Drop for Inner<S> {
+    fn drop(&mut self) {
+        for h in &self.handles {
+            h.stop();
+        }
+    }
 }
 
 impl<S: Serializer> Engine<S> {
@@ -254,7 +264,7 @@ impl<S: Serializer> Engine<S> {
         let message = session.in_flight().await;
         let job = (route.make_job)(route.index, message, id, payload);
         let slot = self.inner.registrations[route.component].slot;
-        if !route.scheduler.enqueue(slot, job) {
+        if !route.scheduler.enqueue(Lane::session(session.id()), slot, job) {
             Self::fail(session, id, Error::unavailable("server is shutting down"));
         }
         Ok(())

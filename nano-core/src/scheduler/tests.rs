@@ -27,7 +27,7 @@ fn sync<C: Any + Send>(f: impl FnOnce(&mut C) + Send + 'static) -> Job {
 /// Reads the component through a job (so after every job submitted before).
 async fn read<C: Any + Send + Clone>(s: &Scheduler) -> C {
     let (tx, rx) = oneshot::channel();
-    assert!(s.enqueue(0, sync(move |c: &mut C| drop(tx.send(c.clone())))));
+    assert!(s.enqueue(Lane::WORK, 0, sync(move |c: &mut C| drop(tx.send(c.clone())))));
     tokio::time::timeout(Duration::from_secs(5), rx)
         .await
         .expect("the read job never ran")
@@ -107,7 +107,7 @@ async fn jobs_from_several_threads_run_one_at_a_time_in_submission_order() {
                         ex.leave();
                     })
                 };
-                assert!(s.enqueue(0, job));
+                assert!(s.enqueue(Lane::WORK, 0, job));
                 if i % 64 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -152,11 +152,10 @@ async fn no_job_is_left_in_the_queue_when_its_owner_lets_go() {
         std::thread::spawn(move || {
             let mut stranded = 0;
             while submitting.load(SeqCst) {
-                let state = lock(&s.core.state);
-                if !state.owned && !state.queue.is_empty() {
+                let (owned, queued) = s.core.queue.peek();
+                if !owned && queued != 0 {
                     stranded += 1;
                 }
-                drop(state);
                 std::hint::spin_loop();
             }
             stranded
@@ -176,6 +175,7 @@ async fn no_job_is_left_in_the_queue_when_its_owner_lets_go() {
                     }
                     let (done, out_of_order) = (done.clone(), out_of_order.clone());
                     assert!(s.enqueue(
+                        Lane::WORK,
                         0,
                         sync(move |next: &mut Vec<usize>| {
                             if next[t] != i {
@@ -210,7 +210,7 @@ async fn no_job_is_left_in_the_queue_when_its_owner_lets_go() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(out_of_order.load(SeqCst), 0, "jobs ran out of order");
-    assert!(!lock(&s.core.state).owned, "the scheduler is still owned");
+    assert!(!s.core.queue.peek().0, "the scheduler is still owned");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,6 +219,7 @@ async fn an_async_job_keeps_its_component_across_awaits_on_the_scheduler_task() 
     let (open, gate) = oneshot::channel::<()>();
     let (started_tx, started) = oneshot::channel::<()>();
     assert!(s.enqueue(
+        Lane::WORK,
         0,
         Job::Async(Box::new(move |state| {
             let log = state.downcast_mut::<Vec<&'static str>>().expect("slot");
@@ -233,13 +234,14 @@ async fn an_async_job_keeps_its_component_across_awaits_on_the_scheduler_task() 
     // `enqueue` returned; the job runs on the scheduler task, now parked on the gate.
     started.await.expect("the async job was dropped");
     let (job, ran, _) = watched();
-    assert!(s.enqueue(0, job));
+    assert!(s.enqueue(Lane::WORK, 0, job));
     assert!(
         !ran.load(SeqCst),
         "a job ran inline while an async job held the scheduler"
     );
     let (sync_tx, sync_rx) = oneshot::channel();
     assert!(s.enqueue(
+        Lane::WORK,
         0,
         sync(move |log: &mut Vec<&'static str>| {
             log.push("sync");
@@ -262,7 +264,7 @@ async fn an_async_job_keeps_its_component_across_awaits_on_the_scheduler_task() 
         log,
         ["async: before the await", "async: after the await", "sync"]
     );
-    assert!(!lock(&s.core.state).owned, "the scheduler is still owned");
+    assert!(!s.core.queue.peek().0, "the scheduler is still owned");
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -273,6 +275,7 @@ async fn a_submitter_runs_the_inline_budget_then_the_task_runs_the_rest_in_order
     let (s2, ran2) = (s.clone(), ran.clone());
     // The first job queues more behind itself, while its submitter owns the scheduler.
     assert!(s.enqueue(
+        Lane::WORK,
         0,
         sync(move |log: &mut Vec<usize>| {
             log.push(0);
@@ -280,6 +283,7 @@ async fn a_submitter_runs_the_inline_budget_then_the_task_runs_the_rest_in_order
             for i in 1..=FOLLOW_UPS {
                 let ran = ran2.clone();
                 s2.enqueue(
+                    Lane::WORK,
                     0,
                     sync(move |log: &mut Vec<usize>| {
                         log.push(i);
@@ -292,7 +296,7 @@ async fn a_submitter_runs_the_inline_budget_then_the_task_runs_the_rest_in_order
     // Single-threaded runtime, no await yet: only this thread can have run jobs so far.
     assert_eq!(
         ran.load(SeqCst),
-        INLINE_BUDGET,
+        BUDGET,
         "the submitter ran more or less than its budget"
     );
     let log: Vec<usize> = read(&s).await;
@@ -303,10 +307,12 @@ async fn a_submitter_runs_the_inline_budget_then_the_task_runs_the_rest_in_order
 async fn a_panicking_job_is_caught_and_the_component_stays_in_its_slot() {
     let (s, _task) = start(Vec::<&'static str>::new());
     assert!(s.enqueue(
+        Lane::WORK,
         0,
         sync(|_: &mut Vec<&'static str>| panic!("sync job panics"))
     ));
     assert!(s.enqueue(
+        Lane::WORK,
         0,
         Job::Async(Box::new(move |state| {
             let log = state.downcast_mut::<Vec<&'static str>>().expect("slot");
@@ -317,7 +323,7 @@ async fn a_panicking_job_is_caught_and_the_component_stays_in_its_slot() {
             })
         }))
     ));
-    assert!(s.enqueue(0, sync(|log: &mut Vec<&'static str>| log.push("after"))));
+    assert!(s.enqueue(Lane::WORK, 0, sync(|log: &mut Vec<&'static str>| log.push("after"))));
     let log: Vec<&'static str> = read(&s).await;
     assert_eq!(log, ["async", "after"]);
 }
@@ -329,18 +335,20 @@ async fn ownership_handed_to_a_stopped_task_drops_the_queue_and_frees_the_schedu
     s.stop();
     task.await.unwrap();
     let (job, _, _) = watched();
-    assert!(!s.enqueue(0, job), "a stopped scheduler accepted a job");
+    assert!(!s.enqueue(Lane::WORK, 0, job), "a stopped scheduler accepted a job");
     let core = &s.core;
     let (first, _, _) = watched();
     let first = core
-        .submit(Queued {
+        .queue
+        .submit(Lane::WORK, Queued {
             slot: 0,
             job: first,
         })
         .expect("the scheduler is free");
     let (queued, ran, dropped) = watched();
     assert!(core
-        .submit(Queued {
+        .queue
+        .submit(Lane::WORK, Queued {
             slot: 0,
             job: queued
         })
@@ -348,15 +356,16 @@ async fn ownership_handed_to_a_stopped_task_drops_the_queue_and_frees_the_schedu
     drop(first);
     core.hand_off(Command::Continue);
     assert!(dropped.load(SeqCst) && !ran.load(SeqCst));
-    assert!(!lock(&core.state).owned, "ownership lost with the command");
-    assert!(lock(&core.state).queue.is_empty());
+    assert!(!core.queue.peek().0, "ownership lost with the command");
+    assert_eq!(core.queue.peek().1, 0);
 
     // Ownership sent after `Stop` is still in the channel when the task ends.
     let (s, task) = start(());
     let core = &s.core;
     let (first, _, _) = watched();
     let first = core
-        .submit(Queued {
+        .queue
+        .submit(Lane::WORK, Queued {
             slot: 0,
             job: first,
         })
@@ -364,7 +373,8 @@ async fn ownership_handed_to_a_stopped_task_drops_the_queue_and_frees_the_schedu
     drop(first);
     let (queued, ran, dropped) = watched();
     assert!(core
-        .submit(Queued {
+        .queue
+        .submit(Lane::WORK, Queued {
             slot: 0,
             job: queued
         })
@@ -373,7 +383,7 @@ async fn ownership_handed_to_a_stopped_task_drops_the_queue_and_frees_the_schedu
     core.hand_off(Command::Continue);
     task.await.unwrap();
     assert!(dropped.load(SeqCst) && !ran.load(SeqCst));
-    assert!(!lock(&core.state).owned, "ownership lost with the command");
+    assert!(!core.queue.peek().0, "ownership lost with the command");
 }
 
 #[test]
@@ -386,6 +396,7 @@ fn a_runtime_dropped_mid_async_job_puts_the_component_back_and_frees_the_schedul
         let (s, _task) = start(Vec::<&'static str>::new());
         let (started_tx, started) = oneshot::channel::<()>();
         assert!(s.enqueue(
+            Lane::WORK,
             0,
             Job::Async(Box::new(move |state| {
                 let log = state.downcast_mut::<Vec<&'static str>>().expect("slot");
@@ -398,13 +409,13 @@ fn a_runtime_dropped_mid_async_job_puts_the_component_back_and_frees_the_schedul
         ));
         started.await.unwrap();
         let (job, ran, dropped) = watched();
-        assert!(s.enqueue(0, job));
+        assert!(s.enqueue(Lane::WORK, 0, job));
         (s, ran, dropped)
     });
     drop(rt); // drops the scheduler task in the middle of the async job
     assert!(dropped.load(SeqCst) && !ran.load(SeqCst));
     assert!(
-        !lock(&s.core.state).owned,
+        !s.core.queue.peek().0,
         "nobody will ever run this scheduler again"
     );
     let slots = lock(&s.core.slots);
