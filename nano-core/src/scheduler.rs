@@ -146,6 +146,12 @@ struct Core {
 }
 
 /// A handle to a scheduler: submit work to it from anywhere. Cheap to clone.
+///
+/// A scheduler runs its components' jobs one at a time. Each session's messages (and its
+/// closed-callbacks) run in the order they arrived; so do the jobs given with
+/// [`Context::run`](crate::Context::run), and timer callbacks. When jobs queue up, sessions,
+/// `run` jobs and timers take turns, one job each, so no session's backlog holds the others
+/// back, and timers fire at most a few dozen jobs late however long the queue stays full.
 #[derive(Clone)]
 pub struct Scheduler {
     core: Arc<Core>,
@@ -527,8 +533,16 @@ async fn run(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<Command>) {
             }
             continue; // the jobs already queued run, turn by turn
         }
+        // Timers first: polling the delay queue also arms its wake-up for a timer just added.
         tokio::select! {
             biased;
+            Some(expired) = std::future::poll_fn(|cx| timers.queue.poll_expired(cx)), if !timers.queue.is_empty() => {
+                let Some(fire) = timers.expired(expired, &core.timers) else { continue };
+                if let Some(first) = core.queue.submit(Lane::TIMERS, fire) {
+                    let o = Handover(Some(core.clone()));
+                    owner = turn(&core, o, None, Some(first)).await;
+                }
+            }
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
                 match cmd {
@@ -545,13 +559,6 @@ async fn run(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<Command>) {
                     }
                     Command::CancelTimer(id) => timers.cancel(id),
                     Command::Stop => stopping = true,
-                }
-            }
-            Some(expired) = std::future::poll_fn(|cx| timers.queue.poll_expired(cx)), if !timers.queue.is_empty() => {
-                let Some(fire) = timers.expired(expired, &core.timers) else { continue };
-                if let Some(first) = core.queue.submit(Lane::TIMERS, fire) {
-                    let o = Handover(Some(core.clone()));
-                    owner = turn(&core, o, None, Some(first)).await;
                 }
             }
             () = std::future::ready(()), if owner.is_some() => {}
@@ -573,5 +580,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(nano_loom)))]
 mod tests;
+
+#[cfg(all(test, nano_loom))]
+mod loom_model;

@@ -70,6 +70,10 @@ pub(crate) struct Route<S> {
 }
 
 /// A built application: route table, schedulers, sessions' shared state. Cheap to clone.
+///
+/// Call [`Engine::shutdown`] to stop it with its lifecycle hooks. Dropping the last handle
+/// without it still stops the schedulers (after the jobs already queued, without hooks) and
+/// drops the components: nothing keeps running for an engine nobody holds.
 pub struct Engine<S = Json> {
     inner: Arc<Inner<S>>,
 }

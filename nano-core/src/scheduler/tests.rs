@@ -34,6 +34,17 @@ async fn read<C: Any + Send + Clone>(s: &Scheduler) -> C {
         .expect("the read job failed")
 }
 
+/// Waits (bounded) until nobody owns the scheduler: the owner that ran the last job lets go a
+/// moment after that job has signalled.
+async fn let_go(s: &Scheduler) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.core.queue.peek().0 {
+        assert!(Instant::now() < deadline, "the scheduler is still owned");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(s.core.queue.peek().1, 0, "jobs left on a free scheduler");
+}
+
 /// Marks a flag when dropped (a job dropped without running).
 struct DropFlag(Arc<AtomicBool>);
 
@@ -210,7 +221,7 @@ async fn no_job_is_left_in_the_queue_when_its_owner_lets_go() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(out_of_order.load(SeqCst), 0, "jobs ran out of order");
-    assert!(!s.core.queue.peek().0, "the scheduler is still owned");
+    let_go(&s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +275,7 @@ async fn an_async_job_keeps_its_component_across_awaits_on_the_scheduler_task() 
         log,
         ["async: before the await", "async: after the await", "sync"]
     );
-    assert!(!s.core.queue.peek().0, "the scheduler is still owned");
+    let_go(&s).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -424,4 +435,157 @@ fn a_runtime_dropped_mid_async_job_puts_the_component_back_and_frees_the_schedul
         Some(&vec!["started"]),
         "the component was not put back"
     );
+}
+
+/// A timer whose callback is already queued (it expired while another job held the scheduler)
+/// and is then cancelled by that job never fires: neither a one-shot nor a periodic timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_cancelled_while_its_callback_waits_in_the_queue_never_fires() {
+    for period in [None, Some(Duration::from_millis(1))] {
+        let (s, _task) = start(());
+        let fired = Arc::new(AtomicUsize::new(0));
+        let f = fired.clone();
+        let id = s.add_timer(
+            0,
+            Duration::from_millis(1),
+            period,
+            Box::new(move |_| drop(f.fetch_add(1, SeqCst))),
+        );
+        let queued_seen = Arc::new(AtomicBool::new(false));
+        let (s2, seen) = (s.clone(), queued_seen.clone());
+        // On a thread of its own: the job runs inline there, owning the scheduler, until the
+        // scheduler task has queued the timer's callback behind it; then it cancels the timer.
+        tokio::task::spawn_blocking(move || {
+            let s3 = s2.clone();
+            assert!(s2.enqueue(
+                Lane::WORK,
+                0,
+                Job::Sync(Box::new(move |_| {
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while Instant::now() < deadline {
+                        if s3.core.queue.peek().1 > 0 {
+                            seen.store(true, SeqCst);
+                            break;
+                        }
+                        std::thread::yield_now();
+                    }
+                    s3.cancel_timer(id);
+                }))
+            ));
+        })
+        .await
+        .unwrap();
+        assert!(queued_seen.load(SeqCst), "the timer's callback was never queued");
+        let () = read(&s).await;
+        assert_eq!(fired.load(SeqCst), 0, "a cancelled timer fired ({period:?})");
+        assert!(lock(&s.core.timers).is_empty(), "the cancelled timer is still registered");
+    }
+}
+
+/// An async job that takes 1 ms of the paused clock and queues the next one, `left` times.
+fn tick(s: Scheduler, lane: Lane, ran: Arc<AtomicUsize>, left: usize) -> Job {
+    Job::Async(Box::new(move |_| {
+        Box::pin(async move {
+            tokio::time::advance(Duration::from_millis(1)).await;
+            ran.fetch_add(1, SeqCst);
+            if left > 1 {
+                let next = tick(s.clone(), lane, ran, left - 1);
+                s.enqueue(lane, 0, next);
+            }
+        })
+    }))
+}
+
+/// The scheduler task never finds its queue empty (each job queues the next), yet it comes back
+/// to its timers every turn: a periodic timer fires on its grid, at most a turn late.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_scheduler_task_keeps_firing_timers_while_its_queue_never_empties() {
+    const JOBS: usize = 2000;
+    const PERIOD: u64 = 200;
+    let (s, _task) = start(Vec::<usize>::new());
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    s.add_timer(
+        0,
+        Duration::from_millis(PERIOD),
+        Some(Duration::from_millis(PERIOD)),
+        Box::new(move |state| {
+            if let Some(fires) = state.downcast_mut::<Vec<usize>>() {
+                fires.push(r.load(SeqCst));
+            }
+        }),
+    );
+    assert!(s.enqueue(Lane::WORK, 0, tick(s.clone(), Lane::WORK, ran.clone(), JOBS)));
+    while ran.load(SeqCst) < JOBS {
+        tokio::task::yield_now().await; // the flood keeps the paused clock from auto-advancing
+    }
+    let fires: Vec<usize> = read(&s).await;
+    assert!(fires.len() >= JOBS / PERIOD as usize - 1, "fires: {fires:?}");
+    for (k, &at) in fires.iter().enumerate() {
+        let due = (k + 1) * PERIOD as usize;
+        assert!(
+            (due..=due + BUDGET + 2).contains(&at),
+            "fire {k} due after job {due} ran after job {at}"
+        );
+    }
+}
+
+#[test]
+fn lanes_take_turns_one_job_each_and_keep_their_own_order() {
+    let q = queue::Queue::new();
+    assert!(q.submit(Lane::WORK, (0, 0)).is_some(), "a free scheduler");
+    for i in 0..3 {
+        assert!(q.submit(Lane::session(7), (7, i)).is_none());
+    }
+    assert!(q.submit(Lane::session(8), (8, 0)).is_none());
+    assert!(q.submit(Lane::TIMERS, (99, 0)).is_none());
+    assert!(q.submit(Lane::session(7), (7, 3)).is_none());
+    assert!(q.submit(Lane::session(8), (8, 1)).is_none());
+    let mut order = Vec::new();
+    loop {
+        match q.next(false, || {}) {
+            queue::Next::Job(j) => {
+                order.push(j);
+                if j == (8, 0) {
+                    // A lane that empties and fills again goes to the back of the ring.
+                    assert!(q.submit(Lane::TIMERS, (99, 1)).is_none());
+                }
+            }
+            queue::Next::Released => break,
+            queue::Next::Yield => unreachable!("no budget given"),
+        }
+    }
+    assert_eq!(
+        order,
+        [(7, 0), (8, 0), (99, 0), (7, 1), (8, 1), (99, 1), (7, 2), (7, 3)]
+    );
+    assert_eq!(q.peek(), (false, 0));
+    // Over budget with jobs waiting: the owner keeps ownership and yields.
+    assert!(q.submit(Lane::WORK, (0, 0)).is_some());
+    assert!(q.submit(Lane::WORK, (0, 1)).is_none());
+    assert!(matches!(q.next(true, || {}), queue::Next::Yield));
+    assert_eq!(q.peek(), (true, 1));
+}
+
+/// Stop under a never-ending flood of queued jobs from many sessions: the task still ends, after
+/// the jobs already queued, and drops its component.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn stop_ends_the_task_under_a_flood_and_drops_the_components() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (s, task) = start(DropFlag(dropped.clone()));
+    let ran = Arc::new(AtomicUsize::new(0));
+    for lane in 1..=5 {
+        let job = tick(s.clone(), Lane::session(lane), ran.clone(), usize::MAX);
+        assert!(s.enqueue(Lane::session(lane), 0, job));
+    }
+    while ran.load(SeqCst) < 500 {
+        tokio::task::yield_now().await;
+    }
+    s.stop();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the scheduler task never saw Stop")
+        .unwrap();
+    assert!(dropped.load(SeqCst), "the component outlived its scheduler");
+    assert_eq!(s.core.queue.peek(), (false, 0));
 }
