@@ -97,11 +97,14 @@ pub struct TimerId(u64);
 
 static NEXT_TIMER: AtomicU64 = AtomicU64::new(1);
 
+/// A timer's callback.
+type TimerFn = Box<dyn FnMut(SlotRef<'_>) + Send>;
+
 /// A timer's callback and its cancelled flag, shared by the scheduler task (which arms it), the
 /// callback jobs it queues, and [`Scheduler::cancel_timer`].
 struct TimerShared {
     cancelled: AtomicBool,
-    f: Mutex<Box<dyn FnMut(SlotRef<'_>) + Send>>,
+    f: Mutex<TimerFn>,
 }
 
 /// The timers that may still fire, by id: what `cancel_timer` marks.
@@ -231,7 +234,7 @@ impl Scheduler {
         slot: usize,
         delay: Duration,
         period: Option<Duration>,
-        f: Box<dyn FnMut(SlotRef<'_>) + Send>,
+        f: TimerFn,
     ) -> TimerId {
         let id = TimerId(NEXT_TIMER.fetch_add(1, Ordering::Relaxed));
         let timer = Arc::new(TimerShared {

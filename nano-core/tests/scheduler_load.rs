@@ -64,13 +64,11 @@ async fn a_flooding_session_delays_another_sessions_message_by_one_job_not_its_b
     other.notify("Fair.Record", &0u32).await.unwrap();
     gate.add_permits(1);
     // In the flooder's lane, so after all of its records.
-    let log: Vec<(u64, u32)> = tokio::time::timeout(
-        Duration::from_secs(10),
-        flooder.request("Fair.Log", &()),
-    )
-    .await
-    .expect("the queue never ran")
-    .unwrap();
+    let log: Vec<(u64, u32)> =
+        tokio::time::timeout(Duration::from_secs(10), flooder.request("Fair.Log", &()))
+            .await
+            .expect("the queue never ran")
+            .unwrap();
     assert_eq!(log.len(), FLOOD as usize + 1, "messages lost");
     let at = log
         .iter()

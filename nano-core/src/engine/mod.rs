@@ -268,7 +268,10 @@ impl<S: Serializer> Engine<S> {
         let message = session.in_flight().await;
         let job = (route.make_job)(route.index, message, id, payload);
         let slot = self.inner.registrations[route.component].slot;
-        if !route.scheduler.enqueue(Lane::session(session.id()), slot, job) {
+        if !route
+            .scheduler
+            .enqueue(Lane::session(session.id()), slot, job)
+        {
             Self::fail(session, id, Error::unavailable("server is shutting down"));
         }
         Ok(())

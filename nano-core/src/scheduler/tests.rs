@@ -27,7 +27,11 @@ fn sync<C: Any + Send>(f: impl FnOnce(&mut C) + Send + 'static) -> Job {
 /// Reads the component through a job (so after every job submitted before).
 async fn read<C: Any + Send + Clone>(s: &Scheduler) -> C {
     let (tx, rx) = oneshot::channel();
-    assert!(s.enqueue(Lane::WORK, 0, sync(move |c: &mut C| drop(tx.send(c.clone())))));
+    assert!(s.enqueue(
+        Lane::WORK,
+        0,
+        sync(move |c: &mut C| drop(tx.send(c.clone())))
+    ));
     tokio::time::timeout(Duration::from_secs(5), rx)
         .await
         .expect("the read job never ran")
@@ -334,7 +338,11 @@ async fn a_panicking_job_is_caught_and_the_component_stays_in_its_slot() {
             })
         }))
     ));
-    assert!(s.enqueue(Lane::WORK, 0, sync(|log: &mut Vec<&'static str>| log.push("after"))));
+    assert!(s.enqueue(
+        Lane::WORK,
+        0,
+        sync(|log: &mut Vec<&'static str>| log.push("after"))
+    ));
     let log: Vec<&'static str> = read(&s).await;
     assert_eq!(log, ["async", "after"]);
 }
@@ -346,23 +354,32 @@ async fn ownership_handed_to_a_stopped_task_drops_the_queue_and_frees_the_schedu
     s.stop();
     task.await.unwrap();
     let (job, _, _) = watched();
-    assert!(!s.enqueue(Lane::WORK, 0, job), "a stopped scheduler accepted a job");
+    assert!(
+        !s.enqueue(Lane::WORK, 0, job),
+        "a stopped scheduler accepted a job"
+    );
     let core = &s.core;
     let (first, _, _) = watched();
     let first = core
         .queue
-        .submit(Lane::WORK, Queued {
-            slot: 0,
-            job: first,
-        })
+        .submit(
+            Lane::WORK,
+            Queued {
+                slot: 0,
+                job: first,
+            },
+        )
         .expect("the scheduler is free");
     let (queued, ran, dropped) = watched();
     assert!(core
         .queue
-        .submit(Lane::WORK, Queued {
-            slot: 0,
-            job: queued
-        })
+        .submit(
+            Lane::WORK,
+            Queued {
+                slot: 0,
+                job: queued
+            }
+        )
         .is_none());
     drop(first);
     core.hand_off(Command::Continue);
@@ -376,19 +393,25 @@ async fn ownership_handed_to_a_stopped_task_drops_the_queue_and_frees_the_schedu
     let (first, _, _) = watched();
     let first = core
         .queue
-        .submit(Lane::WORK, Queued {
-            slot: 0,
-            job: first,
-        })
+        .submit(
+            Lane::WORK,
+            Queued {
+                slot: 0,
+                job: first,
+            },
+        )
         .expect("the scheduler is free");
     drop(first);
     let (queued, ran, dropped) = watched();
     assert!(core
         .queue
-        .submit(Lane::WORK, Queued {
-            slot: 0,
-            job: queued
-        })
+        .submit(
+            Lane::WORK,
+            Queued {
+                slot: 0,
+                job: queued
+            }
+        )
         .is_none());
     s.stop();
     core.hand_off(Command::Continue);
@@ -449,7 +472,9 @@ async fn a_timer_cancelled_while_its_callback_waits_in_the_queue_never_fires() {
             0,
             Duration::from_millis(1),
             period,
-            Box::new(move |_| drop(f.fetch_add(1, SeqCst))),
+            Box::new(move |_| {
+                f.fetch_add(1, SeqCst);
+            }),
         );
         let queued_seen = Arc::new(AtomicBool::new(false));
         let (s2, seen) = (s.clone(), queued_seen.clone());
@@ -475,10 +500,20 @@ async fn a_timer_cancelled_while_its_callback_waits_in_the_queue_never_fires() {
         })
         .await
         .unwrap();
-        assert!(queued_seen.load(SeqCst), "the timer's callback was never queued");
+        assert!(
+            queued_seen.load(SeqCst),
+            "the timer's callback was never queued"
+        );
         let () = read(&s).await;
-        assert_eq!(fired.load(SeqCst), 0, "a cancelled timer fired ({period:?})");
-        assert!(lock(&s.core.timers).is_empty(), "the cancelled timer is still registered");
+        assert_eq!(
+            fired.load(SeqCst),
+            0,
+            "a cancelled timer fired ({period:?})"
+        );
+        assert!(
+            lock(&s.core.timers).is_empty(),
+            "the cancelled timer is still registered"
+        );
     }
 }
 
@@ -515,12 +550,19 @@ async fn the_scheduler_task_keeps_firing_timers_while_its_queue_never_empties() 
             }
         }),
     );
-    assert!(s.enqueue(Lane::WORK, 0, tick(s.clone(), Lane::WORK, ran.clone(), JOBS)));
+    assert!(s.enqueue(
+        Lane::WORK,
+        0,
+        tick(s.clone(), Lane::WORK, ran.clone(), JOBS)
+    ));
     while ran.load(SeqCst) < JOBS {
         tokio::task::yield_now().await; // the flood keeps the paused clock from auto-advancing
     }
     let fires: Vec<usize> = read(&s).await;
-    assert!(fires.len() >= JOBS / PERIOD as usize - 1, "fires: {fires:?}");
+    assert!(
+        fires.len() >= JOBS / PERIOD as usize - 1,
+        "fires: {fires:?}"
+    );
     for (k, &at) in fires.iter().enumerate() {
         let due = (k + 1) * PERIOD as usize;
         assert!(
@@ -557,7 +599,16 @@ fn lanes_take_turns_one_job_each_and_keep_their_own_order() {
     }
     assert_eq!(
         order,
-        [(7, 0), (8, 0), (99, 0), (7, 1), (8, 1), (99, 1), (7, 2), (7, 3)]
+        [
+            (7, 0),
+            (8, 0),
+            (99, 0),
+            (7, 1),
+            (8, 1),
+            (99, 1),
+            (7, 2),
+            (7, 3)
+        ]
     );
     assert_eq!(q.peek(), (false, 0));
     // Over budget with jobs waiting: the owner keeps ownership and yields.

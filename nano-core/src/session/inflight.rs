@@ -55,6 +55,7 @@ impl Counter {
     }
 
     /// Free permits and waiting tasks.
+    #[cfg(test)]
     pub fn counts(&self) -> (usize, usize) {
         let s = self.state.load(Ordering::Acquire);
         (s & PERMITS, s / WAITER)

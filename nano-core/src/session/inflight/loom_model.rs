@@ -152,7 +152,11 @@ impl Model {
 
     fn hold(&self) {
         let now = self.held.fetch_add(1, Ordering::SeqCst) + 1;
-        assert!(now <= self.limit, "{now} permits held with a limit of {}", self.limit);
+        assert!(
+            now <= self.limit,
+            "{now} permits held with a limit of {}",
+            self.limit
+        );
         self.held.fetch_sub(1, Ordering::SeqCst);
     }
 }
