@@ -467,25 +467,22 @@ async fn a_timer_cancelled_while_its_callback_waits_in_the_queue_never_fires() {
     for period in [None, Some(Duration::from_millis(1))] {
         let (s, _task) = start(());
         let fired = Arc::new(AtomicUsize::new(0));
-        let f = fired.clone();
-        let id = s.add_timer(
-            0,
-            Duration::from_millis(1),
-            period,
-            Box::new(move |_| {
-                f.fetch_add(1, SeqCst);
-            }),
-        );
         let queued_seen = Arc::new(AtomicBool::new(false));
+        let (owning_tx, owning) = oneshot::channel::<()>();
+        let (id_tx, id_rx) = std::sync::mpsc::channel::<TimerId>();
         let (s2, seen) = (s.clone(), queued_seen.clone());
         // On a thread of its own: the job runs inline there, owning the scheduler, until the
         // scheduler task has queued the timer's callback behind it; then it cancels the timer.
-        tokio::task::spawn_blocking(move || {
+        let holder = tokio::task::spawn_blocking(move || {
             let s3 = s2.clone();
             assert!(s2.enqueue(
                 Lane::WORK,
                 0,
                 Job::Sync(Box::new(move |_| {
+                    let _ = owning_tx.send(());
+                    let Ok(id) = id_rx.recv_timeout(Duration::from_secs(5)) else {
+                        return;
+                    };
                     let deadline = Instant::now() + Duration::from_secs(5);
                     while Instant::now() < deadline {
                         if s3.core.queue.peek().1 > 0 {
@@ -497,9 +494,23 @@ async fn a_timer_cancelled_while_its_callback_waits_in_the_queue_never_fires() {
                     s3.cancel_timer(id);
                 }))
             ));
-        })
-        .await
-        .unwrap();
+        });
+        // The timer is added once the job owns the scheduler, so it cannot fire before.
+        tokio::time::timeout(Duration::from_secs(5), owning)
+            .await
+            .expect("the holding job never ran")
+            .unwrap();
+        let f = fired.clone();
+        let id = s.add_timer(
+            0,
+            Duration::from_millis(1),
+            period,
+            Box::new(move |_| {
+                f.fetch_add(1, SeqCst);
+            }),
+        );
+        id_tx.send(id).unwrap();
+        holder.await.unwrap();
         assert!(
             queued_seen.load(SeqCst),
             "the timer's callback was never queued"
