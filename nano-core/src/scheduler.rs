@@ -503,10 +503,13 @@ impl Timers {
 
 /// A periodic timer's next deadline: on its grid (`deadline` + k × `period`), the first one
 /// after `now` (ticks missed while the scheduler was busy are skipped, not fired in a burst).
+/// A period under the delay queue's resolution (1 ms) counts as 1 ms: a zero period would expire
+/// again at once, forever, and keep the task from its queue.
 fn next_tick(deadline: Instant, period: Duration, now: Instant) -> Instant {
+    let period = period.max(Duration::from_millis(1));
     let next = deadline + period;
-    if next > now || period.is_zero() {
-        return next.max(deadline);
+    if next > now {
+        return next;
     }
     let behind = now.duration_since(deadline).as_nanos();
     let periods = behind / period.as_nanos() + 1;

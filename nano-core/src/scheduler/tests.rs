@@ -651,3 +651,17 @@ async fn stop_ends_the_task_under_a_flood_and_drops_the_components() {
     assert!(dropped.load(SeqCst), "the component outlived its scheduler");
     assert_eq!(s.core.queue.peek(), (false, 0));
 }
+
+#[test]
+fn a_periodic_timer_is_re_armed_on_its_grid_skipping_missed_ticks() {
+    let t0 = tokio::time::Instant::now();
+    let ms = Duration::from_millis;
+    assert_eq!(next_tick(t0, ms(10), t0 + ms(3)), t0 + ms(10), "on time");
+    assert_eq!(next_tick(t0, ms(10), t0 + ms(10)), t0 + ms(20), "due now");
+    assert_eq!(
+        next_tick(t0, ms(10), t0 + ms(35)),
+        t0 + ms(40),
+        "3 ticks missed"
+    );
+    assert_eq!(next_tick(t0, Duration::ZERO, t0), t0 + ms(1), "zero period");
+}
