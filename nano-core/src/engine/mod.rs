@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::component::BoxedPayload;
 use crate::pipeline::{panic_message, Envelope};
 use crate::protocol::{Dictionary, Message, MessageError, MessageType};
-use crate::scheduler::{PendingScheduler, Scheduler};
+use crate::scheduler::{Lane, PendingScheduler, Scheduler};
 use crate::session::lock;
 use crate::shared::Shared;
 use crate::{Error, Json, Link, OverLimit, RateLimit, Serializer, Session};
@@ -71,6 +71,10 @@ pub(crate) struct Route<S> {
 }
 
 /// A built application: route table, schedulers, sessions' shared state. Cheap to clone.
+///
+/// Call [`Engine::shutdown`] to stop it with its lifecycle hooks. Dropping the last handle
+/// without it still stops the schedulers (after the jobs already queued, without hooks) and
+/// drops the components: nothing keeps running for an engine nobody holds.
 pub struct Engine<S = Json> {
     inner: Arc<Inner<S>>,
 }
@@ -96,6 +100,16 @@ struct Inner<S> {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The per-session message rate limit (`None`: off).
     rate_limit: Option<RateLimit>,
+}
+
+/// The last handle on an engine gone without [`Engine::shutdown`]: its schedulers stop (after
+/// the jobs already queued) rather than run forever, and drop their components. No hooks run.
+impl<S> Drop for Inner<S> {
+    fn drop(&mut self) {
+        for h in &self.handles {
+            h.stop();
+        }
+    }
 }
 
 impl<S: Serializer> Engine<S> {
@@ -280,7 +294,10 @@ impl<S: Serializer> Engine<S> {
         let message = session.in_flight().await;
         let job = (route.make_job)(route.index, message, id, payload);
         let slot = self.inner.registrations[route.component].slot;
-        if !route.scheduler.enqueue(slot, job) {
+        if !route
+            .scheduler
+            .enqueue(Lane::session(session.id()), slot, job)
+        {
             Self::fail(session, id, Error::unavailable("server is shutting down"));
         }
         Ok(())
