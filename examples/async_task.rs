@@ -4,7 +4,10 @@
 //! must query a (simulated, slow) database. Blocking the scheduler would stall every other
 //! player, so the handler hands the query to `Context::spawn`, which runs it on the tokio
 //! runtime and delivers its output back *on the component's scheduler* with `&mut self`, where
-//! it is safe to touch component state and push to the player.
+//! it is safe to touch component state and push to the player. The handler takes its
+//! `Responder` and answers the login request with the loaded player from there (a deferred
+//! response): the scheduler is free meanwhile, and the client's request resolves once the
+//! query is done.
 //!
 //! ```text
 //! cargo run --example async_task
@@ -42,30 +45,28 @@ async fn query_player(id: u64) -> Player {
 
 #[derive(Default)]
 struct PlayerManager {
-    ctx: Option<Context<PlayerManager>>,
     players: Vec<Player>,
 }
 
 #[component(name = "PlayerSystem")]
 impl PlayerManager {
-    fn init(&mut self, ctx: &Context<Self>) {
-        self.ctx = Some(ctx.clone());
-    }
-
-    /// `PlayerSystem.Login`: answers at once; `PlayerSystem.LoginSuccess` is pushed when the
-    /// query is done.
-    pub fn login(&mut self, s: &Session, req: LoginRequest) -> Result<()> {
-        let Some(ctx) = &self.ctx else {
-            return Err(Error::unavailable("not started"));
-        };
+    /// `PlayerSystem.Login`: answered with the player once the query is done (a deferred
+    /// response), and `PlayerSystem.LoginSuccess` is pushed at the same time.
+    pub fn login(
+        &mut self,
+        s: &Session,
+        req: LoginRequest,
+        ctx: &Context<Self>,
+        reply: Responder<Player>,
+    ) {
         let session = s.clone();
         ctx.spawn(query_player(req.player_id), move |manager, player| {
             // Back on the scheduler: no other handler of this component runs now.
             manager.players.push(player.clone());
             tracing::info!(online = manager.players.len(), "player loaded");
             let _ = session.push("PlayerSystem.LoginSuccess", &player);
+            reply.ok(player);
         });
-        Ok(())
     }
 
     /// `PlayerSystem.Online`: how many players are loaded.
@@ -93,9 +94,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let c: Client = Client::connect_tcp(addr).await?;
             let mut success = c.on("PlayerSystem.LoginSuccess");
             let started = std::time::Instant::now();
-            c.request::<_, ()>("PlayerSystem.Login", &LoginRequest { player_id: id })
+            let answer: Player = c
+                .request("PlayerSystem.Login", &LoginRequest { player_id: id })
                 .await?;
-            println!("bot {id}: login answered after {:?}", started.elapsed());
+            println!(
+                "bot {id}: login answered after {:?}: {answer:?}",
+                started.elapsed()
+            );
             let pushed = success.recv().await.ok_or("disconnected")?;
             let player: Player = serde_json::from_slice(&pushed)?;
             println!(

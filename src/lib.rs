@@ -40,8 +40,8 @@ pub use nano_core::protocol;
 pub use nano_core::testing;
 pub use nano_core::{
     Component, Decode, Encode, Engine, EngineBuilder, Envelope, Error, Group, Json, Link,
-    OrInternal, OverLimit, Pipeline, Protobuf, RateLimit, Result, Scheduler, Serializer, Session,
-    TimerId, DEFAULT_SCHEDULER,
+    OrInternal, OverLimit, Pipeline, Protobuf, RateLimit, Responder, Result, Scheduler, Serializer,
+    Session, TimerId, DEFAULT_SCHEDULER,
 };
 pub use nano_macros::component;
 pub use nano_net::*;
@@ -52,7 +52,7 @@ pub use nano_core::private as __private;
 /// The imports most applications need: `use nano::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        component, Context, Error, Group, Json, OrInternal, Protobuf, Result, Session,
+        component, Context, Error, Group, Json, OrInternal, Protobuf, Responder, Result, Session,
     };
     pub use bytes::Bytes;
     pub use serde::{Deserialize, Serialize};

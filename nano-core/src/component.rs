@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::scheduler::{Lane, Scheduler, TimerId};
-use crate::session::lock;
+use crate::session::{lock, InFlight};
 use crate::shared::Shared;
 use crate::{Error, Serializer, Session};
 
@@ -27,6 +27,10 @@ pub struct HandlerInfo {
     pub raw_payload: bool,
     /// Whether the handler is an `async fn`.
     pub is_async: bool,
+    /// Whether the handler takes a `&Context<Self>` argument.
+    pub takes_context: bool,
+    /// Whether the handler answers through a [`Responder`](crate::Responder) argument.
+    pub deferred: bool,
 }
 
 /// A decoded payload on its way to the scheduler.
@@ -41,11 +45,18 @@ pub enum Call<'a> {
     Pending(Pin<Box<dyn Future<Output = ()> + Send + 'a>>),
 }
 
-/// Where a handler's result goes: the requesting session and the request id (`None` for a
-/// notify, whose result is only traced).
-pub struct Responder<'a, S> {
-    pub(crate) session: &'a Session<S>,
+/// Where a handler's result goes: the requesting message (its session and in-flight permit)
+/// and the request id (`None` for a notify, whose result is only traced).
+pub struct ReplyTo<'a, S> {
+    pub(crate) message: &'a InFlight<S>,
     pub(crate) id: Option<u64>,
+}
+
+impl<S> ReplyTo<'_, S> {
+    /// The requesting session.
+    pub(crate) fn session(&self) -> &Session<S> {
+        self.message.session()
+    }
 }
 
 /// A component: state plus handlers, all run on one scheduler, one at a time.
@@ -78,13 +89,15 @@ pub trait Component: Send + Sized + 'static {
     fn decode(index: usize, payload: Bytes) -> Result<BoxedPayload, Error>;
 
     /// Calls handler `index` with a payload produced by [`Component::decode`], and sends its
-    /// reply through `reply`.
+    /// reply through `reply`. `ctx` is the component's context when the handler takes one
+    /// ([`HandlerInfo::takes_context`]).
     fn call<'a>(
         &'a mut self,
         index: usize,
         session: &'a Session<Self::Serializer>,
         payload: BoxedPayload,
-        reply: Responder<'a, Self::Serializer>,
+        ctx: Option<&'a Context<Self>>,
+        reply: ReplyTo<'a, Self::Serializer>,
     ) -> Call<'a>;
 
     /// Called once on every component before any `after_init`.
@@ -126,7 +139,7 @@ pub trait Component: Send + Sized + 'static {
 /// #     const NAME: &'static str = "Clock";
 /// #     const HANDLERS: &'static [HandlerInfo] = &[];
 /// #     fn decode(_: usize, _: bytes::Bytes) -> Result<BoxedPayload, Error> { Err(Error::not_found("")) }
-/// #     fn call<'a>(&'a mut self, _: usize, _: &'a Session, _: BoxedPayload, _: Responder<'a, nano_core::Json>) -> Call<'a> { Call::Done }
+/// #     fn call<'a>(&'a mut self, _: usize, _: &'a Session, _: BoxedPayload, _: Option<&'a Context<Self>>, _: ReplyTo<'a, nano_core::Json>) -> Call<'a> { Call::Done }
 /// #     fn init(&mut self, ctx: &Context<Self>) { self.start(ctx) }
 /// # }
 /// ```
@@ -186,6 +199,42 @@ impl<C: Component> Context<C> {
         if !self.scheduler.enqueue(lane, self.slot, job) {
             tracing::debug!(component = C::NAME, "scheduler stopped; job dropped");
         }
+    }
+
+    /// Runs `f` on the component's scheduler like [`run`](Self::run) and returns its result
+    /// (go-nano's `scheduler.Run` with a reply): for tasks off the scheduler (a spawned
+    /// future, another scheduler's async handler) that need the component's state.
+    ///
+    /// # Errors
+    ///
+    /// - `NANO-500` at once, without queuing `f`, when awaited from an `async fn` handler that
+    ///   holds this same scheduler: the scheduler runs nothing else until that handler returns,
+    ///   so the call could never complete (a deadlock). Use a sync handler, a deferred
+    ///   [`Responder`](crate::Responder), or [`spawn`](Self::spawn) instead.
+    /// - `NANO-503` when the scheduler stopped before `f` ran, or `f` panicked.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut C) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        if self.scheduler.is_held_here() {
+            tracing::error!(
+                component = C::NAME,
+                scheduler = self.scheduler.name(),
+                "an async handler awaited Context::call on its own scheduler"
+            );
+            return Err(Error::internal(format!(
+                "deadlock: Context::call awaited on scheduler `{}` by an async handler that \
+                 holds it; the scheduler runs nothing else until that handler returns",
+                self.scheduler.name()
+            )));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.run(move |c| {
+            let _ = tx.send(f(c));
+        });
+        rx.await.map_err(|_| {
+            Error::unavailable("the call did not run: scheduler stopped or the callback panicked")
+        })
     }
 
     /// Calls `f` once after `delay`.

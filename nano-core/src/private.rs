@@ -6,7 +6,8 @@ use bytes::Bytes;
 use crate::protocol::DataPacketWriter;
 use crate::{Decode, Encode, Serializer};
 
-pub use crate::component::{BoxedPayload, Call, Component, Context, HandlerInfo, Responder};
+pub use crate::component::{BoxedPayload, Call, Component, Context, HandlerInfo, ReplyTo};
+pub use crate::responder::Responder;
 pub use crate::serializer::{Json, Protobuf};
 pub use crate::{Error, Session};
 pub use bytes::Bytes as __Bytes;
@@ -103,13 +104,13 @@ pub fn take<P: 'static>(payload: BoxedPayload) -> Result<P, Error> {
 }
 
 /// Sends an error for a payload that could not be taken.
-pub fn reply_error<S: Serializer>(reply: Responder<'_, S>, err: Error) {
+pub fn reply_error<S: Serializer>(reply: ReplyTo<'_, S>, err: Error) {
     finish(reply, Err(err));
 }
 
 /// Sends a handler's serialized result.
 #[inline]
-pub fn reply_typed<S, R, E>(reply: Responder<'_, S>, result: Result<R, E>)
+pub fn reply_typed<S, R, E>(reply: ReplyTo<'_, S>, result: Result<R, E>)
 where
     S: Serializer,
     R: Encode<S>,
@@ -122,7 +123,7 @@ where
                 r.encode(w.payload_mut())?;
                 Ok(w)
             });
-            reply.session.respond(id, out);
+            reply.session().respond(id, out);
         }
         None => finish(reply, result.map(drop).map_err(Into::into)),
     }
@@ -130,7 +131,7 @@ where
 
 /// Sends an empty response for a handler returning `Result<()>`.
 #[inline]
-pub fn reply_unit<S, E>(reply: Responder<'_, S>, result: Result<(), E>)
+pub fn reply_unit<S, E>(reply: ReplyTo<'_, S>, result: Result<(), E>)
 where
     S: Serializer,
     E: Into<Error>,
@@ -140,7 +141,7 @@ where
 
 /// Sends a raw-bytes result.
 #[inline]
-pub fn reply_raw<S, R, E>(reply: Responder<'_, S>, result: Result<R, E>)
+pub fn reply_raw<S, R, E>(reply: ReplyTo<'_, S>, result: Result<R, E>)
 where
     S: Serializer,
     R: RawPayload,
@@ -153,20 +154,68 @@ where
                 w.payload_mut().extend_from_slice(r.as_slice());
                 w
             });
-            reply.session.respond(id, out);
+            reply.session().respond(id, out);
         }
         None => finish(reply, result.map(drop).map_err(Into::into)),
     }
 }
 
-fn finish<S: Serializer>(reply: Responder<'_, S>, result: Result<(), Error>) {
+fn finish<S: Serializer>(reply: ReplyTo<'_, S>, result: Result<(), Error>) {
     match (reply.id, result) {
         (Some(id), r) => reply
-            .session
+            .session()
             .respond(id, r.map(|()| DataPacketWriter::response(id, false))),
         (None, Ok(())) => {}
         (None, Err(e)) => {
-            tracing::warn!(session = reply.session.id(), error = %e, "notify handler failed");
+            tracing::warn!(session = reply.session().id(), error = %e, "notify handler failed");
         }
     }
+}
+
+/// Takes the request's answer for a handler with a [`Responder`] argument: typed values are
+/// encoded by the serializer, exactly as [`reply_typed`] does.
+pub fn defer_typed<S, R>(reply: ReplyTo<'_, S>) -> Responder<R>
+where
+    S: Serializer,
+    R: Encode<S> + 'static,
+{
+    defer(reply, reply_typed::<S, R, Error>)
+}
+
+/// [`defer_typed`] for a `Responder<()>`: an empty response, as [`reply_unit`].
+pub fn defer_unit<S: Serializer>(reply: ReplyTo<'_, S>) -> Responder<()> {
+    defer(reply, reply_unit::<S, Error>)
+}
+
+/// [`defer_typed`] for a `Responder<Bytes>` / `Responder<Vec<u8>>`, as [`reply_raw`].
+pub fn defer_raw<S, R>(reply: ReplyTo<'_, S>) -> Responder<R>
+where
+    S: Serializer,
+    R: RawPayload,
+{
+    defer(reply, reply_raw::<S, R, Error>)
+}
+
+/// The responder answers with `answer` later, from its own handle on the message (which keeps
+/// counting as in flight until it is answered).
+fn defer<S, R>(reply: ReplyTo<'_, S>, answer: fn(ReplyTo<'_, S>, Result<R, Error>)) -> Responder<R>
+where
+    S: Serializer,
+    R: 'static,
+{
+    let (Some(id), Some(message)) = (reply.id, reply.message.take()) else {
+        return Responder::notify();
+    };
+    Responder::new(
+        id,
+        Box::new(move |result| {
+            answer(
+                ReplyTo {
+                    message: &message,
+                    id: Some(id),
+                },
+                result,
+            );
+        }),
+    )
 }

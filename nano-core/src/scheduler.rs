@@ -66,8 +66,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::time::{delay_queue, DelayQueue};
 
+mod holding;
 mod queue;
 pub(crate) mod sync;
+
+use holding::Holding;
 
 pub(crate) use queue::Lane;
 use queue::{Next, Queue};
@@ -203,6 +206,12 @@ impl PendingScheduler {
 }
 
 impl Scheduler {
+    /// Whether the caller is an async job this scheduler is driving (an `async fn` handler
+    /// holding it): awaiting work queued on this scheduler there would never finish.
+    pub fn is_held_here(&self) -> bool {
+        holding::is_held(&self.core)
+    }
+
     /// The scheduler's name.
     pub fn name(&self) -> &str {
         &self.core.name
@@ -406,7 +415,7 @@ async fn turn(
         if let Some((slot, job)) = job.take() {
             budget = budget.saturating_sub(1);
             if let Some(mut lent) = Lent::take(core, slot) {
-                let fut = job(lent.component.as_mut());
+                let fut = Holding::new(core, job(lent.component.as_mut()));
                 if AssertUnwindSafe(fut).catch_unwind().await.is_err() {
                     tracing::error!(scheduler = %core.name, "async job panicked");
                 }

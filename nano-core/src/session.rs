@@ -164,6 +164,11 @@ impl<S: Serializer> Session<S> {
         Ok(())
     }
 
+    /// The application's shared state, as its handle.
+    pub(crate) fn shared_arc(&self) -> &Arc<Shared<S>> {
+        &self.inner.shared
+    }
+
     /// Answers request `id` with a serialized payload, or an error response.
     pub(crate) fn respond(&self, id: u64, result: Result<DataPacketWriter>) {
         let shared = &self.inner.shared;

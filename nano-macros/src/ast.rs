@@ -214,7 +214,74 @@ impl<'a> Component<'a> {
     }
 }
 
+/// What a handler argument after the session is, by its type.
+#[derive(Clone, Copy)]
+pub enum Arg<'a> {
+    /// `&Context<..>` (also `&mut` / by value, rejected by `valid`): the component's context.
+    Context(&'a Type),
+    /// `Responder<T>`: the request's answer, sent later. Holds `T` when it has exactly one.
+    Responder(&'a Type, Option<&'a Type>),
+    /// Anything else: the payload.
+    Payload(&'a Type),
+}
+
+impl<'a> Arg<'a> {
+    pub fn classify(ty: &'a Type) -> Self {
+        let inner = match peel(ty) {
+            Type::Reference(r) => &*r.elem,
+            other => other,
+        };
+        if last_segment(inner).is_some_and(|s| s.ident == "Context") {
+            return Arg::Context(ty);
+        }
+        if let Some(seg) = last_segment(ty).filter(|s| s.ident == "Responder") {
+            let t = match &seg.arguments {
+                PathArguments::AngleBracketed(a) if a.args.len() == 1 => match &a.args[0] {
+                    GenericArgument::Type(t) => Some(t),
+                    _ => None,
+                },
+                _ => None,
+            };
+            return Arg::Responder(ty, t);
+        }
+        Arg::Payload(ty)
+    }
+}
+
+fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
+    match peel(ty) {
+        Type::Path(p) if p.qself.is_none() => p.path.segments.last(),
+        _ => None,
+    }
+}
+
 impl<'a> Handler<'a> {
+    /// The arguments after the session, classified.
+    pub fn rest(&self) -> impl Iterator<Item = Arg<'a>> + '_ {
+        self.args.iter().skip(1).map(|a| Arg::classify(&a.ty))
+    }
+
+    /// The `&Context<..>` argument, if any.
+    pub fn context(&self) -> Option<&'a Type> {
+        self.rest().find_map(|a| match a {
+            Arg::Context(ty) => Some(ty),
+            _ => None,
+        })
+    }
+
+    /// The `Responder<T>`'s `T`, if the handler takes a (well-formed) responder.
+    pub fn responder(&self) -> Option<Reply<'a>> {
+        self.rest().find_map(|a| match a {
+            Arg::Responder(_, Some(t)) => Some(classify_reply(t)),
+            _ => None,
+        })
+    }
+
+    /// Whether the handler takes a `Responder` argument (well-formed or not).
+    pub fn takes_responder(&self) -> bool {
+        self.rest().any(|a| matches!(a, Arg::Responder(..)))
+    }
+
     /// The session type `T` of a `&T` first argument.
     pub fn session(&self) -> Option<&'a Type> {
         match &*self.args.first()?.ty {
@@ -224,7 +291,10 @@ impl<'a> Handler<'a> {
     }
 
     pub fn payload(&self) -> Option<Payload<'a>> {
-        let ty = &*self.args.get(1)?.ty;
+        let ty = self.rest().find_map(|a| match a {
+            Arg::Payload(ty) => Some(ty),
+            _ => None,
+        })?;
         Some(if is_raw_bytes(ty) {
             Payload::Raw(ty)
         } else {
@@ -237,18 +307,29 @@ impl<'a> Handler<'a> {
         let ReturnType::Type(_, ty) = &self.original.sig.output else {
             return None;
         };
-        let ok = result_ok_type(ty)?;
-        Some(if is_unit(ok) {
-            Reply::Unit
-        } else if is_raw_bytes(ok) {
-            Reply::Raw(ok)
-        } else {
-            Reply::Typed(ok)
-        })
+        Some(classify_reply(result_ok_type(ty)?))
+    }
+
+    /// Whether the handler returns nothing (`()`), as a handler with a `Responder` must.
+    pub fn returns_unit(&self) -> bool {
+        match &self.original.sig.output {
+            ReturnType::Default => true,
+            ReturnType::Type(_, ty) => is_unit(ty),
+        }
     }
 
     pub fn is_async(&self) -> bool {
         self.original.sig.asyncness.is_some()
+    }
+}
+
+fn classify_reply(ok: &Type) -> Reply<'_> {
+    if is_unit(ok) {
+        Reply::Unit
+    } else if is_raw_bytes(ok) {
+        Reply::Raw(ok)
+    } else {
+        Reply::Typed(ok)
     }
 }
 

@@ -79,6 +79,8 @@ pub fn generate(component: &Component) -> TokenStream {
         let has_payload = payload.is_some();
         let raw_payload = matches!(payload, Some(Payload::Raw(_)));
         let is_async = h.is_async();
+        let takes_context = h.context().is_some();
+        let deferred = h.takes_responder();
         quote! {
             #private::HandlerInfo {
                 name: #handler_name,
@@ -86,6 +88,8 @@ pub fn generate(component: &Component) -> TokenStream {
                 has_payload: #has_payload,
                 raw_payload: #raw_payload,
                 is_async: #is_async,
+                takes_context: #takes_context,
+                deferred: #deferred,
             }
         }
     });
@@ -209,7 +213,8 @@ fn call_fn(private: &TokenStream, span: Span, body: TokenStream) -> TokenStream 
             index: usize,
             session: &'a #private::Session<<Self as #private::Component>::Serializer>,
             payload: #private::BoxedPayload,
-            reply: #private::Responder<'a, <Self as #private::Component>::Serializer>,
+            ctx: ::core::option::Option<&'a #private::Context<Self>>,
+            reply: #private::ReplyTo<'a, <Self as #private::Component>::Serializer>,
         ) -> #private::Call<'a> {
             #body
         }
@@ -276,11 +281,71 @@ fn call_arm(private: &TokenStream, index: usize, h: &Handler) -> TokenStream {
         Some(ty) => quote_spanned!(ty.span()=> session),
         None => quote!(session),
     };
-    let args = if h.payload().is_some() {
-        quote!(self, #session, payload)
-    } else {
-        quote!(self, #session)
-    };
+    // The context, when taken: always given by the engine for such a handler. A context of the
+    // wrong type (`&Context<Other>`) is reported on the user's type.
+    let ctx = h.context().map(|_| {
+        quote! {
+            let ctx = match ctx {
+                ::core::option::Option::Some(ctx) => ctx,
+                ::core::option::Option::None => {
+                    #private::reply_error(reply, #private::Error::internal("handler context missing"));
+                    return #private::Call::Done;
+                }
+            };
+        }
+    });
+    // A deferred handler answers through its `Responder`, encoded like a returned value.
+    let responder = h.responder().map(|r| {
+        let (func, span) = match r {
+            Reply::Unit => (quote!(defer_unit), h.original.sig.ident.span()),
+            Reply::Raw(ty) => (quote!(defer_raw), ty.span()),
+            Reply::Typed(ty) => (quote!(defer_typed), ty.span()),
+        };
+        let private = respan(private.clone(), span);
+        quote_spanned!(span=> let responder = #private::#func(reply);)
+    });
+    let args = h.args.iter().enumerate().map(|(i, a)| {
+        if i == 0 {
+            return session.clone();
+        }
+        match ast::Arg::classify(&a.ty) {
+            ast::Arg::Context(ty) => {
+                let span = match ast::peel(ty) {
+                    syn::Type::Reference(r) => r.elem.span(),
+                    other => other.span(),
+                };
+                quote_spanned!(span=> ctx)
+            }
+            ast::Arg::Responder(..) => quote!(responder),
+            ast::Arg::Payload(_) => quote!(payload),
+        }
+    });
+    let args = quote!(self, #(#args),*);
+    let prelude = quote!(#take #ctx #responder);
+    if h.takes_responder() {
+        // Returns `()`; the answer goes through the responder.
+        if h.is_async() {
+            let private = respan(private.clone(), method.span());
+            let pending = quote_spanned! {method.span()=>
+                #private::Call::Pending(::std::boxed::Box::pin(async move {
+                    Self::#method(#args).await
+                }))
+            };
+            return quote! {
+                #index => {
+                    #prelude
+                    #pending
+                }
+            };
+        }
+        return quote! {
+            #index => {
+                #prelude
+                Self::#method(#args);
+                #private::Call::Done
+            }
+        };
+    }
     // Spanned on the response type, so that an unsatisfied `Encode<S>` (or `E: Into<Error>`)
     // bound is reported there: rustc points at the argument that fixed the type parameter.
     let reply_span = match h.reply().expect("validated return type") {
@@ -305,14 +370,14 @@ fn call_arm(private: &TokenStream, index: usize, h: &Handler) -> TokenStream {
         };
         quote! {
             #index => {
-                #take
+                #prelude
                 #pending
             }
         }
     } else {
         quote! {
             #index => {
-                #take
+                #prelude
                 let result = Self::#method(#args);
                 #send
                 #private::Call::Done

@@ -7,7 +7,7 @@ use proc_macro2::TokenStream;
 use quote::ToTokens;
 use syn::{GenericParam, Generics, ReturnType, Signature, Type};
 
-use crate::ast::{self, Component, Handler, Hook, Payload};
+use crate::ast::{self, Arg, Component, Handler, Hook, Payload};
 use crate::ctxt::Ctxt;
 
 pub fn check(cx: &Ctxt, component: &Component) {
@@ -98,22 +98,68 @@ fn check_handler(cx: &Ctxt, handler: &Handler) {
         }
     }
 
-    if handler.args.len() > 2 {
-        let extra: TokenStream = handler.args[2..]
-            .iter()
-            .flat_map(|a| a.to_token_stream())
-            .collect();
-        cx.error_spanned_by(
-            extra,
-            "handler takes at most two arguments after `self`: `&Session` and a payload",
-        );
-    }
+    check_extra_args(cx, handler);
 
-    if handler.reply().is_none() {
+    if handler.takes_responder() {
+        if !handler.returns_unit() {
+            if let ReturnType::Type(arrow, ty) = &sig.output {
+                cx.error_spanned_by(
+                    quote::quote!(#arrow #ty),
+                    "a handler that takes a `Responder` answers through it: it returns nothing \
+                     (remove the return type)",
+                );
+            }
+        }
+    } else if handler.reply().is_none() {
         const MSG: &str = "handler must return `Result<T>`; use `Result<()>` for no response body";
         match &sig.output {
             ReturnType::Default => cx.error_spanned_by(signature_head(sig), MSG),
             ReturnType::Type(_, ty) => cx.error_spanned_by(ty, MSG),
+        }
+    }
+}
+
+/// The arguments after the session: at most one payload, one `&Context<Self>`, one
+/// `Responder<T>`, in any order.
+fn check_extra_args(cx: &Ctxt, handler: &Handler) {
+    let (mut payloads, mut contexts, mut responders) = (0, 0, 0);
+    for arg in handler.rest() {
+        match arg {
+            Arg::Payload(ty) => {
+                payloads += 1;
+                if payloads > 1 {
+                    cx.error_spanned_by(
+                        ty,
+                        "handler takes `&Session`, at most one payload, and optionally \
+                         `&Context<Self>` and a `Responder<T>`",
+                    );
+                }
+            }
+            Arg::Context(ty) => {
+                contexts += 1;
+                if contexts > 1 {
+                    cx.error_spanned_by(ty, "a handler takes at most one `&Context<Self>`");
+                }
+                if !matches!(ast::peel(ty), Type::Reference(r) if r.mutability.is_none()) {
+                    cx.error_spanned_by(
+                        ty,
+                        "the component's context is shared: take `&Context<Self>`",
+                    );
+                }
+            }
+            Arg::Responder(ty, inner) => {
+                responders += 1;
+                if responders > 1 {
+                    cx.error_spanned_by(ty, "a handler takes at most one `Responder`");
+                }
+                if inner.is_none() {
+                    cx.error_spanned_by(
+                        ty,
+                        "`Responder` takes the response type: `Responder<T>` (`Responder<()>` \
+                         for an empty response)",
+                    );
+                }
+            }
         }
     }
 }
@@ -256,7 +302,8 @@ mod tests {
                 "handler receiver must be `&self` or `&mut self`",
                 "handler must take `&Session` as its first argument after `self` (mark helper methods `#[handler(skip)]`)",
                 "handler must take `&Session` as its first argument after `self` (mark helper methods `#[handler(skip)]`)",
-                "handler takes at most two arguments after `self`: `&Session` and a payload",
+                "handler takes `&Session`, at most one payload, and optionally `&Context<Self>` and a `Responder<T>`",
+                "handler takes `&Session`, at most one payload, and optionally `&Context<Self>` and a `Responder<T>`",
                 "handler must return `Result<T>`; use `Result<()>` for no response body",
                 "a handler cannot have generic parameters",
                 "handler must return `Result<T>`; use `Result<()>` for no response body",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
-use crate::component::{BoxedPayload, Call, Responder};
+use crate::component::{BoxedPayload, Call, ReplyTo};
 use crate::scheduler::{Job, Lane, Scheduler};
 use crate::session::InFlight;
 use crate::shared::Shared;
@@ -21,8 +21,10 @@ pub(crate) enum Hook {
     Shutdown,
 }
 
-/// Makes the job that calls handler `index` of a component type for a message in flight.
-pub(crate) type MakeJob<S> = fn(usize, InFlight<S>, Option<u64>, BoxedPayload) -> Job;
+/// Makes the job that calls handler `index` of a component type for a message in flight, on
+/// `scheduler` in `slot`.
+pub(crate) type MakeJob<S> =
+    fn(usize, InFlight<S>, Option<u64>, BoxedPayload, &Scheduler, usize) -> Job;
 
 pub(crate) fn run_hook<C: Component>(
     hook: Hook,
@@ -86,8 +88,20 @@ pub(crate) fn make_job<C: Component>(
     message: InFlight<C::Serializer>,
     id: Option<u64>,
     payload: BoxedPayload,
+    scheduler: &Scheduler,
+    slot: usize,
 ) -> Job {
-    let is_async = C::HANDLERS.get(index).is_some_and(|h| h.is_async);
+    let info = C::HANDLERS.get(index);
+    let is_async = info.is_some_and(|h| h.is_async);
+    // Built only for the handlers that take it (two reference counts to bump).
+    let ctx = info
+        .is_some_and(|h| h.takes_context)
+        .then(|| Context::<C> {
+            scheduler: scheduler.clone(),
+            slot,
+            shared: message.session().shared_arc().clone(),
+            _component: PhantomData,
+        });
     if is_async {
         Job::Async(Box::new(move |state| {
             let Some(c) = state.downcast_mut::<C>() else {
@@ -98,8 +112,12 @@ pub(crate) fn make_job<C: Component>(
                 // `message` lives until the end: the message counts as in flight until then.
                 let session = message.session();
                 let run = async {
-                    let reply = Responder { session, id };
-                    if let Call::Pending(f) = c.call(index, session, payload, reply) {
+                    let reply = ReplyTo {
+                        message: &message,
+                        id,
+                    };
+                    if let Call::Pending(f) = c.call(index, session, payload, ctx.as_ref(), reply)
+                    {
                         f.await;
                     }
                 };
@@ -116,9 +134,15 @@ pub(crate) fn make_job<C: Component>(
                 tracing::error!(component = C::NAME, "scheduler slot holds another type");
                 return;
             };
-            let reply = Responder { session, id };
+            let reply = ReplyTo {
+                message: &message,
+                id,
+            };
             let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                matches!(c.call(index, session, payload, reply), Call::Done)
+                matches!(
+                    c.call(index, session, payload, ctx.as_ref(), reply),
+                    Call::Done
+                )
             }));
             match r {
                 Ok(true) => {}

@@ -292,8 +292,8 @@ impl<S: Serializer> Engine<S> {
             }
         };
         let message = session.in_flight().await;
-        let job = (route.make_job)(route.index, message, id, payload);
         let slot = self.inner.registrations[route.component].slot;
+        let job = (route.make_job)(route.index, message, id, payload, &route.scheduler, slot);
         if !route
             .scheduler
             .enqueue(Lane::session(session.id()), slot, job)

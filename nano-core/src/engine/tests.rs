@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use crate::component::{BoxedPayload, Call, Responder};
+use crate::component::{BoxedPayload, Call, Context, ReplyTo};
 use crate::private::{reply_typed, reply_unit};
 use crate::testing::Harness;
 use crate::{Component, EngineBuilder, Error, HandlerInfo, Json, Session};
@@ -25,6 +25,8 @@ const fn handler(name: &'static str, route: &'static str, is_async: bool) -> Han
         has_payload: false,
         raw_payload: false,
         is_async,
+        takes_context: false,
+        deferred: false,
     }
 }
 
@@ -45,7 +47,8 @@ impl Component for Gated {
         index: usize,
         _session: &'a Session,
         _payload: BoxedPayload,
-        reply: Responder<'a, Json>,
+        _ctx: Option<&'a Context<Self>>,
+        reply: ReplyTo<'a, Json>,
     ) -> Call<'a> {
         if index == 0 {
             Call::Pending(Box::pin(async move {

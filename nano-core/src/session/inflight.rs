@@ -8,6 +8,8 @@
 //! [`Waiter`]) is apart from the wake-ups (tokio's `Notify`), so that the model checker
 //! (`--cfg nano_loom`, see `scheduler::sync`) explores the very code that runs.
 
+use std::sync::atomic::AtomicBool;
+
 use tokio::sync::Notify;
 
 use super::Session;
@@ -170,6 +172,8 @@ impl Drop for Waiter<'_> {
 /// the session's limit until dropped. Carries the session handle for the handler.
 pub(crate) struct InFlight<S> {
     session: Session<S>,
+    /// Whether this guard still holds the permit (a deferred response takes it over).
+    armed: AtomicBool,
 }
 
 impl<S> InFlight<S> {
@@ -177,6 +181,15 @@ impl<S> InFlight<S> {
     #[inline]
     pub fn session(&self) -> &Session<S> {
         &self.session
+    }
+
+    /// Moves the permit to a new guard (a deferred response's): this one no longer releases
+    /// it. `None` when it was moved already.
+    pub fn take(&self) -> Option<InFlight<S>> {
+        self.armed.swap(false, std::sync::atomic::Ordering::Relaxed).then(|| InFlight {
+            session: self.session.clone(),
+            armed: AtomicBool::new(true),
+        })
     }
 }
 
@@ -186,13 +199,16 @@ impl<S> Session<S> {
         self.inner.inflight.acquire().await;
         InFlight {
             session: self.clone(),
+            armed: AtomicBool::new(true),
         }
     }
 }
 
 impl<S> Drop for InFlight<S> {
     fn drop(&mut self) {
-        self.session.inner.inflight.release();
+        if *self.armed.get_mut() {
+            self.session.inner.inflight.release();
+        }
     }
 }
 
