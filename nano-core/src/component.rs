@@ -37,7 +37,7 @@ pub struct HandlerInfo {
 pub type BoxedPayload = Box<dyn Any + Send>;
 
 /// What a handler stub returns: done, or a future the scheduler drives to completion before it
-/// runs anything else for this component.
+/// runs anything else: any job of any component on the same scheduler waits for it.
 pub enum Call<'a> {
     /// The handler ran and its reply (if any) was sent.
     Done,
@@ -112,7 +112,8 @@ pub trait Component: Send + Sized + 'static {
 
 /// A component's handle on its scheduler: timers, async work, session-closed callbacks.
 ///
-/// Passed to the lifecycle hooks; clone it into the component to use it from handlers.
+/// Passed to the lifecycle hooks, and to every handler that takes a `ctx: &Context<Self>`
+/// argument (so a component need not store it); it can also be cloned and kept.
 /// Every callback gets `&mut` access to the component and runs on its scheduler, never
 /// concurrently with the component's handlers.
 ///

@@ -30,6 +30,15 @@
 //! with ownership, to the scheduler's own task, which drives it to completion before anything
 //! else runs; that task also owns the timers.
 //!
+//! So while an async handler awaits, it holds the **whole scheduler**, not just its component:
+//! no message, timer, `run`/`spawn` result or callback of any component on that scheduler runs
+//! until the handler's future completes (by default every component shares one scheduler).
+//! Anything the handler awaits that needs this scheduler would wait for the handler itself: a
+//! deadlock. [`Context::call`](crate::Context::call) detects it (the scheduler task marks the
+//! thread while it polls an async job, see `holding`) and fails at once instead. Slow work
+//! belongs in [`Context::spawn`](crate::Context::spawn), answered later through a
+//! [`Responder`](crate::Responder).
+//!
 //! | who | finds | does |
 //! |---|---|---|
 //! | a submitter | the scheduler free | becomes its owner, runs its job and then the queue, lane by lane, until empty, then lets go |

@@ -36,7 +36,12 @@ use proc_macro::TokenStream;
 /// ```text
 /// pub fn name(&self | &mut self, session: &Session<S>) -> Result<R>
 /// pub fn name(&self | &mut self, session: &Session<S>, payload: P) -> Result<R>
+/// pub fn name(&self | &mut self, session: &Session<S>, [payload: P,] reply: Responder<R>)
 /// ```
+///
+/// After the session, in any order: at most one payload, optionally `ctx: &Context<Self>` (the
+/// component's context: timers, `spawn`, `run`, `call`; no need to store it from `init`), and
+/// optionally `reply: Responder<R>` (recognized by the type name `Responder`).
 ///
 /// - `S` is the serializer (`Session` alone means `Session<Json>`); all handlers of a component
 ///   must agree on it. The session type may be written through an alias.
@@ -47,9 +52,19 @@ use proc_macro::TokenStream;
 ///   ...) with `E: Into<nano::Error>`. `R = ()` sends an empty response; `Bytes` and `Vec<u8>`
 ///   are sent as they are; any other `R` is encoded with the serializer (`Encode<S>`).
 ///
-/// An `async fn` handler runs to completion on the component's scheduler before anything else
-/// of that component runs; its future must be `Send` (so an `async fn(&self, ..)` handler
-/// needs a `Sync` component; `&mut self` does not).
+/// A handler with a `Responder<R>` returns nothing: it answers later, exactly once, through
+/// the responder (`reply.ok(v)`, `reply.err(e)`, `reply.send(result)`), which it can move into
+/// `ctx.spawn`, a timer or another thread; `R` is encoded like a returned `R`. Dropped
+/// unanswered, the responder answers `NANO-500` "request dropped without an answer". For a
+/// notify it answers nothing. Returning a value as well is a compile error.
+///
+/// An `async fn` handler holds its **whole scheduler** until its future completes: nothing else
+/// runs on that scheduler meanwhile — no other message, timer or callback, of this component
+/// *or of any other component sharing the scheduler* (by default every component shares one).
+/// So an async handler suits short awaits; for slow work answer later with a `Responder` from
+/// `ctx.spawn`. Awaiting, from an async handler, work that needs its own scheduler would never
+/// finish: `Context::call` detects it and returns `NANO-500` at once. Its future must be `Send`
+/// (so an `async fn(&self, ..)` handler needs a `Sync` component; `&mut self` does not).
 ///
 /// Methods that are not `pub`, or have no receiver, are left alone. A `pub` helper method is
 /// excluded with `#[handler(skip)]`.
