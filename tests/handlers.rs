@@ -21,7 +21,9 @@ struct Slow {
 impl Slow {
     /// Doubles `n` in a task off the scheduler, answering from there.
     pub fn spawned(&mut self, _s: &Session, n: u32, ctx: &Context<Self>, reply: Responder<u32>) {
-        ctx.spawn(async move { n * 2 }, move |_slow, doubled| reply.ok(doubled));
+        ctx.spawn(async move { n * 2 }, move |_slow, doubled| {
+            reply.ok(doubled)
+        });
     }
 
     /// Answers `n + 1` from a timer.
@@ -88,7 +90,10 @@ impl Slow {
     pub fn off_call(&self, _s: &Session, ctx: &Context<Self>, reply: Responder<u32>) {
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            reply.send(ctx.call(|slow: &mut Slow| slow.notify_responders + 100).await);
+            reply.send(
+                ctx.call(|slow: &mut Slow| slow.notify_responders + 100)
+                    .await,
+            );
         });
     }
 }
@@ -148,7 +153,10 @@ async fn responder_timeout_answers_and_a_late_answer_is_discarded() {
     let h = harness().await;
     let c = h.connect();
     let err = c.request::<_, u32>("Slow.Park", &()).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), ("NANO-503", "request timed out"));
+    assert_eq!(
+        (err.code(), err.message()),
+        ("NANO-503", "request timed out")
+    );
     let answered: usize = c.request("Slow.Unpark", &()).await.unwrap();
     assert_eq!(answered, 1);
     let _: u32 = c.request("Slow.Notes", &()).await.unwrap();

@@ -94,14 +94,12 @@ pub(crate) fn make_job<C: Component>(
     let info = C::HANDLERS.get(index);
     let is_async = info.is_some_and(|h| h.is_async);
     // Built only for the handlers that take it (two reference counts to bump).
-    let ctx = info
-        .is_some_and(|h| h.takes_context)
-        .then(|| Context::<C> {
-            scheduler: scheduler.clone(),
-            slot,
-            shared: message.session().shared_arc().clone(),
-            _component: PhantomData,
-        });
+    let ctx = info.is_some_and(|h| h.takes_context).then(|| Context::<C> {
+        scheduler: scheduler.clone(),
+        slot,
+        shared: message.session().shared_arc().clone(),
+        _component: PhantomData,
+    });
     if is_async {
         Job::Async(Box::new(move |state| {
             let Some(c) = state.downcast_mut::<C>() else {
@@ -116,8 +114,7 @@ pub(crate) fn make_job<C: Component>(
                         message: &message,
                         id,
                     };
-                    if let Call::Pending(f) = c.call(index, session, payload, ctx.as_ref(), reply)
-                    {
+                    if let Call::Pending(f) = c.call(index, session, payload, ctx.as_ref(), reply) {
                         f.await;
                     }
                 };

@@ -186,10 +186,12 @@ impl<S> InFlight<S> {
     /// Moves the permit to a new guard (a deferred response's): this one no longer releases
     /// it. `None` when it was moved already.
     pub fn take(&self) -> Option<InFlight<S>> {
-        self.armed.swap(false, std::sync::atomic::Ordering::Relaxed).then(|| InFlight {
-            session: self.session.clone(),
-            armed: AtomicBool::new(true),
-        })
+        self.armed
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+            .then(|| InFlight {
+                session: self.session.clone(),
+                armed: AtomicBool::new(true),
+            })
     }
 }
 
