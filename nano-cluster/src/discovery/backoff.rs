@@ -13,7 +13,11 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff { min, max: max.max(min), next: min }
+        Backoff {
+            min,
+            max: max.max(min),
+            next: min,
+        }
     }
 
     /// The next delay; each call doubles the base up to the maximum.

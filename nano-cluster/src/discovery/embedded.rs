@@ -4,7 +4,9 @@
 //! A member runs two tasks: the lease task (register, keep alive every `ttl / 3`, register
 //! again when the master answers "unknown lease" or the lease could not be renewed for a TTL)
 //! and the watch task (stream the master's snapshots into this node's view; when the stream
-//! breaks, keep the last view and reconnect with backoff).
+//! breaks, keep the last view and reconnect with backoff). While a new master is still
+//! relearning (its snapshots are incomplete for one TTL), the view only grows, except for the
+//! nodes that master saw leave.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -60,8 +62,15 @@ struct Inner {
 }
 
 enum Role {
-    Master { addr: SocketAddr, state: Arc<MasterState> },
-    Member { client: MasterClient<Channel>, lease: Arc<Mutex<Option<u64>>>, rpc_timeout: Duration },
+    Master {
+        addr: SocketAddr,
+        state: Arc<MasterState>,
+    },
+    Member {
+        client: MasterClient<Channel>,
+        lease: Arc<Mutex<Option<u64>>>,
+        rpc_timeout: Duration,
+    },
 }
 
 impl Embedded {
@@ -78,13 +87,18 @@ impl Embedded {
         config: DiscoveryConfig,
     ) -> Result<Self, DiscoveryError> {
         me.validate().map_err(DiscoveryError::InvalidMember)?;
-        let bind_err = |source| DiscoveryError::Bind { addr: listen.to_owned(), source };
+        let bind_err = |source| DiscoveryError::Bind {
+            addr: listen.to_owned(),
+            source,
+        };
         let listener = TcpListener::bind(listen).await.map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
         let state = MasterState::new(me.clone(), &config);
         let mut stopped = state.stop.subscribe();
         let server = tonic::transport::Server::builder()
-            .add_service(pb::master_server::MasterServer::new(MasterService(Arc::clone(&state))))
+            .add_service(pb::master_server::MasterServer::new(MasterService(
+                Arc::clone(&state),
+            )))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 let _ = stopped.wait_for(|s| *s).await;
             });
@@ -150,7 +164,11 @@ impl Embedded {
             inner: Arc::new(Inner {
                 local: me,
                 view,
-                role: Role::Member { client, lease, rpc_timeout: config.rpc_timeout() },
+                role: Role::Member {
+                    client,
+                    lease,
+                    rpc_timeout: config.rpc_timeout(),
+                },
                 tasks,
             }),
         })
@@ -214,7 +232,11 @@ impl Discovery for Embedded {
                     state.stop.send_replace(true);
                     Ok(())
                 }
-                Role::Member { client, lease, rpc_timeout } => {
+                Role::Member {
+                    client,
+                    lease,
+                    rpc_timeout,
+                } => {
                     for task in &self.inner.tasks {
                         task.abort();
                     }
@@ -294,7 +316,8 @@ impl MemberTasks {
             tracing::info!(node = %self.me.id, lease = granted.lease_id, "registered with the master");
             let ttl = Duration::from_millis(granted.ttl_ms).max(Duration::from_millis(1));
             let interval = ttl / self.config.keepalives_per_ttl.max(1);
-            self.keep_alive(&mut client, granted.lease_id, ttl, interval).await;
+            self.keep_alive(&mut client, granted.lease_id, ttl, interval)
+                .await;
             *current.lock().unwrap_or_else(|e| e.into_inner()) = None;
             self.set_registered(false);
         }
@@ -380,6 +403,9 @@ impl MemberTasks {
                 v.members = members;
             } else {
                 v.members.extend(members);
+                for id in snapshot.removed {
+                    v.members.remove(&NodeId::from(id));
+                }
             }
         });
     }

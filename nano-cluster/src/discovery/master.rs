@@ -4,9 +4,10 @@
 //! The registry publishes its member list as the master node's own [`View`]; every gRPC
 //! `Watch` stream sends that list as a full snapshot, first and after each change. A freshly
 //! started master marks its snapshots incomplete for one TTL (the longest a live member needs
-//! to notice the restart and register again), so watchers add but do not remove meanwhile.
+//! to notice the restart and register again), so watchers add but do not remove meanwhile,
+//! except the nodes this master itself saw leave.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use super::view::{self, View, ViewTx};
+use super::view::{self, ViewTx};
 use super::{DiscoveryConfig, Member, NodeId};
 use crate::proto::discovery as pb;
 
@@ -36,6 +37,8 @@ struct Registry {
     entries: BTreeMap<NodeId, Entry>,
     leases: HashMap<u64, NodeId>,
     next_lease: u64,
+    /// Until settled: the nodes seen leaving (at most `max_members`).
+    gone: BTreeSet<NodeId>,
 }
 
 /// What the service, the reaper and the master node's handle share.
@@ -59,7 +62,12 @@ impl MasterState {
         let mut entries = BTreeMap::new();
         entries.insert(
             me.id.clone(),
-            Entry { member: me, lease: None, ttl: Duration::ZERO, deadline: now },
+            Entry {
+                member: me,
+                lease: None,
+                ttl: Duration::ZERO,
+                deadline: now,
+            },
         );
         let state = Arc::new(MasterState {
             registry: Mutex::new(Registry {
@@ -67,6 +75,7 @@ impl MasterState {
                 leases: HashMap::new(),
                 // Random start: a restarted master never recognises an old master's leases.
                 next_lease: super::backoff::random() | 1,
+                gone: BTreeSet::new(),
             }),
             view: view::channel(),
             wake: Notify::new(),
@@ -125,13 +134,19 @@ impl MasterState {
         let id = member.id.clone();
         let old = reg.entries.insert(
             id.clone(),
-            Entry { member, lease: Some(lease), ttl, deadline: Instant::now() + ttl },
+            Entry {
+                member,
+                lease: Some(lease),
+                ttl,
+                deadline: Instant::now() + ttl,
+            },
         );
         // A node registering again (it restarted, or lost its lease) replaces its old entry.
         if let Some(old_lease) = old.and_then(|e| e.lease) {
             reg.leases.remove(&old_lease);
         }
         reg.leases.insert(lease, id.clone());
+        reg.gone.remove(&id);
         self.publish(&reg);
         drop(reg);
         self.wake.notify_one();
@@ -157,8 +172,20 @@ impl MasterState {
         let mut reg = self.lock();
         if let Some(id) = reg.leases.remove(&lease) {
             reg.entries.remove(&id);
+            self.left(&mut reg, &id);
             self.publish(&reg);
             tracing::debug!(node = %id, "member deregistered");
+        }
+    }
+
+    fn settled(&self) -> bool {
+        Instant::now() >= self.settled_at
+    }
+
+    /// Remembers, until settled, that `id` left.
+    fn left(&self, reg: &mut Registry, id: &NodeId) {
+        if !self.settled() && reg.gone.len() < self.max_members {
+            reg.gone.insert(id.clone());
         }
     }
 
@@ -168,17 +195,26 @@ impl MasterState {
         let lapsed: Vec<(NodeId, u64)> = reg
             .entries
             .iter()
-            .filter_map(|(id, e)| e.lease.filter(|_| e.deadline <= now).map(|l| (id.clone(), l)))
+            .filter_map(|(id, e)| {
+                e.lease
+                    .filter(|_| e.deadline <= now)
+                    .map(|l| (id.clone(), l))
+            })
             .collect();
         for (id, lease) in &lapsed {
             reg.entries.remove(id);
             reg.leases.remove(lease);
+            self.left(&mut reg, id);
             tracing::info!(node = %id, "member lease lapsed");
         }
         if !lapsed.is_empty() {
             self.publish(&reg);
         }
-        reg.entries.values().filter(|e| e.lease.is_some()).map(|e| e.deadline).min()
+        reg.entries
+            .values()
+            .filter(|e| e.lease.is_some())
+            .map(|e| e.deadline)
+            .min()
     }
 
     /// Drops lapsed leases until the master stops. Also re-publishes once when the settling
@@ -191,6 +227,7 @@ impl MasterState {
             let next_lapse = self.reap(now);
             if !settled && now >= self.settled_at {
                 settled = true;
+                self.lock().gone.clear();
                 self.view.send_modify(|_| {});
             }
             let next = match (next_lapse, settled) {
@@ -212,10 +249,23 @@ impl MasterState {
         }
     }
 
-    fn snapshot(&self, view: &View) -> pb::Snapshot {
+    /// The member list as watchers receive it (read from the registry itself, so members and
+    /// `removed` agree).
+    fn snapshot(&self) -> pb::Snapshot {
+        let reg = self.lock();
+        let complete = self.settled();
         pb::Snapshot {
-            members: view.members.values().map(pb::Member::from).collect(),
-            complete: Instant::now() >= self.settled_at,
+            members: reg
+                .entries
+                .values()
+                .map(|e| pb::Member::from(&e.member))
+                .collect(),
+            complete,
+            removed: if complete {
+                Vec::new()
+            } else {
+                reg.gone.iter().map(|id| id.as_str().to_owned()).collect()
+            },
         }
     }
 }
@@ -284,7 +334,8 @@ impl pb::master_server::Master for MasterService {
                 if *stop.borrow() {
                     return None;
                 }
-                let snapshot = state.snapshot(&views.borrow_and_update());
+                views.mark_unchanged();
+                let snapshot = state.snapshot();
                 Some((Ok(snapshot), (state, views, stop, false)))
             },
         );

@@ -152,7 +152,11 @@ impl From<&Member> for pb::Member {
             id: m.id.0.clone(),
             address: m.address.clone(),
             services: m.services.clone(),
-            labels: m.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            labels: m
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 }
