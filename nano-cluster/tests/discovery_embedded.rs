@@ -213,18 +213,40 @@ async fn members_keep_their_views_while_the_master_is_down_and_rejoin_a_new_one(
     // A member joining after that is seen by the old ones.
     let d = join(&addr, "d", "RoomService");
     for s in &mut seen {
-        s.until(PROMPT, "d joined", |s| s.has("d")).await;
+        let restarted = master.local().incarnation;
+        s.until(PROMPT, "d joined, the new master seen", |s| {
+            s.has("d")
+                && s.members
+                    .get(&NodeId::from("master"))
+                    .is_some_and(|m| m.incarnation == restarted)
+        })
+        .await;
         assert!(s.members[&NodeId::from("d")].hosts("RoomService"));
         assert_eq!(s.ids(), ["a", "b", "c", "d", "master"]);
     }
-    // Nobody was dropped on the way.
+    // Nobody was dropped on the way, except the master: a new process (a new incarnation), so
+    // it was reported as a remove and an insert.
     for s in &seen {
-        assert!(
-            s.log.iter().all(|c| !matches!(c, Change::Remove(_))),
-            "{:?}",
-            s.log
-        );
+        let removed: Vec<&str> = s
+            .log
+            .iter()
+            .filter_map(|c| match c {
+                Change::Remove(id) => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(removed, ["master"], "{:?}", s.log);
+        let reinserted = s
+            .log
+            .iter()
+            .rposition(|c| matches!(c, Change::Insert(id, _) if id.as_str() == "master"));
+        let removal = s.log.iter().position(|c| matches!(c, Change::Remove(_)));
+        assert!(reinserted > removal, "{:?}", s.log);
     }
+    assert_eq!(
+        seen[0].members[&NodeId::from("master")].incarnation,
+        master.local().incarnation
+    );
     drop(d);
 }
 

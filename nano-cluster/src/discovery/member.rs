@@ -77,6 +77,13 @@ pub struct Member {
     /// Free-form labels (zone, version, ...).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Chosen at random by [`Member::new`], so each process is a new incarnation of its node
+    /// id. A watcher that sees a known id with another incarnation reports
+    /// [`Change::Remove`](super::Change) then [`Change::Insert`](super::Change): the node
+    /// restarted, and whatever lived on the old one is gone. A node that re-registers after
+    /// losing its lease keeps its incarnation.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 impl Member {
@@ -87,6 +94,7 @@ impl Member {
             address: address.into(),
             services: Vec::new(),
             labels: BTreeMap::new(),
+            incarnation: super::backoff::random(),
         }
     }
 
@@ -157,6 +165,7 @@ impl From<&Member> for pb::Member {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            incarnation: m.incarnation,
         }
     }
 }
@@ -170,6 +179,7 @@ impl TryFrom<pb::Member> for Member {
             address: m.address,
             services: m.services,
             labels: m.labels.into_iter().collect(),
+            incarnation: m.incarnation,
         };
         member.validate()?;
         Ok(member)

@@ -52,7 +52,8 @@ pub(crate) fn update(tx: &ViewTx, f: impl FnOnce(&mut View)) {
 /// Ends when the discovery handle is shut down or dropped.
 ///
 /// A slow reader loses nothing that matters: it sees the net effect of what happened since its
-/// last read (a member that joined and left meanwhile is not reported).
+/// last read (a member that joined and left meanwhile is not reported; a node that restarted
+/// meanwhile is, as a remove then an insert, since its [`Member::incarnation`] changed).
 ///
 /// # Examples
 ///
@@ -94,9 +95,14 @@ impl Watch {
         if self.registered && !view.registered {
             self.pending.push_back(Change::LeaseLost);
         }
-        for id in self.known.keys() {
-            if !view.members.contains_key(id) {
-                self.pending.push_back(Change::Remove(id.clone()));
+        // Removes first: the members gone, and those that restarted (another incarnation).
+        for (id, known) in &self.known {
+            match view.members.get(id) {
+                None => self.pending.push_back(Change::Remove(id.clone())),
+                Some(member) if member.incarnation != known.incarnation => {
+                    self.pending.push_back(Change::Remove(id.clone()));
+                }
+                Some(_) => {}
             }
         }
         for (id, member) in &view.members {
@@ -140,5 +146,61 @@ impl std::fmt::Debug for Watch {
             .field("known", &self.known.len())
             .field("registered", &self.registered)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn set(tx: &ViewTx, members: &[&Member], registered: bool) {
+        update(tx, |v| {
+            v.members = members
+                .iter()
+                .map(|m| (m.id.clone(), (*m).clone()))
+                .collect();
+            v.registered = registered;
+        });
+    }
+
+    async fn next(w: &mut Watch) -> Change {
+        tokio::time::timeout(std::time::Duration::from_secs(1), w.next())
+            .await
+            .expect("a change")
+            .expect("not ended")
+    }
+
+    #[tokio::test]
+    async fn a_watch_reports_the_net_effect_and_restarts_as_remove_then_insert() {
+        let tx = channel();
+        let a = Member::new("a", "a:1");
+        let b = Member::new("b", "b:1");
+        set(&tx, &[&a], true);
+        let mut w = Watch::new(&tx);
+        assert_eq!(next(&mut w).await, Change::Insert(a.id.clone(), a.clone()));
+        assert_eq!(next(&mut w).await, Change::Registered);
+
+        // b joins and leaves before the watcher reads: nothing to report for it.
+        set(&tx, &[&a, &b], true);
+        set(&tx, &[&a], true);
+        // a changes its services (same process): an insert replaces it.
+        let a2 = a.clone().service("Room");
+        set(&tx, &[&a2], true);
+        assert_eq!(next(&mut w).await, Change::Insert(a.id.clone(), a2.clone()));
+
+        // a restarted (new incarnation): remove, then insert.
+        let a3 = Member::new("a", "a:1");
+        assert_ne!(a3.incarnation, a2.incarnation);
+        set(&tx, &[&a3], false);
+        assert_eq!(next(&mut w).await, Change::LeaseLost);
+        assert_eq!(next(&mut w).await, Change::Remove(a.id.clone()));
+        assert_eq!(next(&mut w).await, Change::Insert(a.id.clone(), a3));
+
+        update(&tx, |v| v.closed = true);
+        assert_eq!(
+            tokio::time::timeout(std::time::Duration::from_secs(1), w.next()).await,
+            Ok(None)
+        );
     }
 }
