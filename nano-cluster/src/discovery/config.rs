@@ -9,8 +9,8 @@ use std::time::Duration;
 /// ```
 /// use std::time::Duration;
 /// use nano_cluster::DiscoveryConfig;
-/// let config = DiscoveryConfig::default().ttl(Duration::from_secs(2));
-/// assert_eq!(config.keepalive_interval(), Duration::from_millis(666));
+/// let config = DiscoveryConfig::default().ttl(Duration::from_secs(3));
+/// assert_eq!(config.keepalive_interval(), Duration::from_secs(1));
 /// ```
 #[derive(Clone, Debug)]
 pub struct DiscoveryConfig {

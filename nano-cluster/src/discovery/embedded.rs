@@ -247,7 +247,7 @@ impl Discovery for Embedded {
                             let call = client.deregister(pb::DeregisterRequest { lease_id });
                             match tokio::time::timeout(*rpc_timeout, call).await {
                                 Ok(Ok(_)) => Ok(()),
-                                Ok(Err(status)) => Err(DiscoveryError::Master(status)),
+                                Ok(Err(status)) => Err(DiscoveryError::from(status)),
                                 Err(_) => Err(DiscoveryError::Timeout("deregister")),
                             }
                         }

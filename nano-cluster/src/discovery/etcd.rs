@@ -167,7 +167,7 @@ impl Discovery for Etcd {
                     let mut client = self.inner.client.clone();
                     match timeout(self.inner.rpc_timeout, client.lease_revoke(id)).await {
                         Ok(Ok(_)) => Ok(()),
-                        Ok(Err(e)) => Err(DiscoveryError::Etcd(e)),
+                        Ok(Err(e)) => Err(DiscoveryError::from(e)),
                         Err(_) => Err(DiscoveryError::Timeout("lease revoke")),
                     }
                 }

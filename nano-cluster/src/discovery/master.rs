@@ -7,6 +7,9 @@
 //! to notice the restart and register again), so watchers add but do not remove meanwhile,
 //! except the nodes this master itself saw leave.
 
+// tonic's service methods answer `Result<_, Status>` (a large error); the helpers here do too.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};

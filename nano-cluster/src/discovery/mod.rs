@@ -124,12 +124,25 @@ pub enum DiscoveryError {
     InvalidMember(String),
     /// A call to the master failed.
     #[error("discovery: master call failed: {0}")]
-    Master(#[from] tonic::Status),
+    Master(Box<tonic::Status>),
     /// A call did not finish within the RPC timeout.
     #[error("discovery: {0} timed out")]
     Timeout(&'static str),
     /// A call to etcd failed.
     #[cfg(feature = "etcd")]
     #[error("discovery: etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
+    Etcd(Box<etcd_client::Error>),
+}
+
+impl From<tonic::Status> for DiscoveryError {
+    fn from(status: tonic::Status) -> Self {
+        DiscoveryError::Master(Box::new(status))
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl From<etcd_client::Error> for DiscoveryError {
+    fn from(error: etcd_client::Error) -> Self {
+        DiscoveryError::Etcd(Box::new(error))
+    }
 }
