@@ -1,6 +1,8 @@
 //! Compiles every `.proto` under `proto/` without a system `protoc`: `protox` (a protobuf
 //! compiler in Rust) builds the file descriptor set, `tonic-build` generates messages, clients
-//! and servers into `OUT_DIR`, one file per proto package (`nano.discovery.v1.rs`, ...).
+//! and servers into `OUT_DIR`, one file per proto package (`nano.discovery.v1.rs`, ...), plus
+//! `protos.rs`, which nests them as modules by package (`nano::discovery::v1`): a new `.proto`
+//! file shows up in `nano_cluster::proto` without touching this file or `lib.rs`.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_build::configure()
         .build_client(true)
         .build_server(true)
+        .include_file("protos.rs")
         .compile_fds(descriptors)?;
     Ok(())
 }

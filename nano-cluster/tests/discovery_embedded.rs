@@ -307,13 +307,14 @@ async fn invalid_members_and_addresses_are_refused() {
 async fn the_master_refuses_a_member_claiming_its_own_id() {
     let master = start_master().await;
     let addr = master.master_addr().unwrap().to_string();
-    let mut client = nano_cluster::proto::discovery::master_client::MasterClient::connect(format!(
-        "http://{addr}"
-    ))
-    .await
-    .unwrap();
+    let mut client =
+        nano_cluster::proto::nano::discovery::v1::master_client::MasterClient::connect(format!(
+            "http://{addr}"
+        ))
+        .await
+        .unwrap();
     let status = client
-        .register(nano_cluster::proto::discovery::RegisterRequest {
+        .register(nano_cluster::proto::nano::discovery::v1::RegisterRequest {
             member: Some((&Member::new("master", "evil:1")).into()),
             ttl_ms: 1000,
         })
@@ -321,7 +322,7 @@ async fn the_master_refuses_a_member_claiming_its_own_id() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::AlreadyExists);
     let status = client
-        .register(nano_cluster::proto::discovery::RegisterRequest {
+        .register(nano_cluster::proto::nano::discovery::v1::RegisterRequest {
             member: None,
             ttl_ms: 1000,
         })
@@ -329,4 +330,36 @@ async fn the_master_refuses_a_member_claiming_its_own_id() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert_eq!(master.members()[0].address, "127.0.0.1:1");
+}
+
+#[tokio::test]
+async fn the_master_service_can_be_served_on_a_server_of_ones_own() {
+    let (master, service) = Embedded::master_service(
+        Member::new("master", "127.0.0.1:1").service("TopicService"),
+        config(),
+    )
+    .unwrap();
+    assert_eq!(master.master_addr(), None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let a = join(&addr, "a", "RoomService");
+    let mut seen = Seen::new(&a);
+    seen.until(PROMPT, "a registered, seeing the master", |s| {
+        s.registered && s.ids() == ["a", "master"]
+    })
+    .await;
+    let mut on_master = Seen::new(&master);
+    on_master
+        .until(PROMPT, "a on the master", |s| s.has("a"))
+        .await;
+    // Once the handle is gone the service refuses: a loses its lease but keeps its view.
+    drop(master);
+    seen.until(TTL * 3, "lease lost", |s| !s.registered).await;
+    assert_eq!(seen.ids(), ["a", "master"]);
+    server.abort();
 }

@@ -23,7 +23,7 @@ use super::backoff::Backoff;
 use super::master::{MasterService, MasterState};
 use super::view::{self, ViewTx};
 use super::{BoxFuture, Discovery, DiscoveryConfig, DiscoveryError, Member, NodeId, Watch};
-use crate::proto::discovery as pb;
+use crate::proto::nano::discovery::v1 as pb;
 use pb::master_client::MasterClient;
 
 /// Discovery through an embedded master: [`Embedded::master`] on one node,
@@ -63,7 +63,8 @@ struct Inner {
 
 enum Role {
     Master {
-        addr: SocketAddr,
+        /// The listener's address, when [`Embedded::master`] made one.
+        addr: Option<SocketAddr>,
         state: Arc<MasterState>,
     },
     Member {
@@ -93,12 +94,14 @@ impl Embedded {
         };
         let listener = TcpListener::bind(listen).await.map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
-        let state = MasterState::new(me.clone(), &config);
+        let (mut embedded, service) = Self::master_service(me, config)?;
+        let Role::Master { state, .. } = &embedded.inner.role else {
+            unreachable!("master_service builds a master");
+        };
+        let state = Arc::clone(state);
         let mut stopped = state.stop.subscribe();
         let server = tonic::transport::Server::builder()
-            .add_service(pb::master_server::MasterServer::new(MasterService(
-                Arc::clone(&state),
-            )))
+            .add_service(service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 let _ = stopped.wait_for(|s| *s).await;
             });
@@ -107,16 +110,59 @@ impl Embedded {
                 tracing::warn!(error = %e, "discovery master server failed");
             }
         });
+        tracing::info!(%addr, node = %embedded.inner.local.id, "discovery master listening");
+        let inner = Arc::get_mut(&mut embedded.inner).expect("not shared yet");
+        inner.role = Role::Master {
+            addr: Some(addr),
+            state,
+        };
+        inner.tasks.push(serve);
+        Ok(embedded)
+    }
+
+    /// This node as the master, with its gRPC service returned to be served on a tonic server
+    /// of your own (e.g. next to the node's link service, on one cluster port) rather than on
+    /// a listener of its own. Members join it at that server's address.
+    ///
+    /// # Errors
+    ///
+    /// [`DiscoveryError::InvalidMember`] when `me` breaks a rule.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the lease reaper is spawned on it).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use nano_cluster::{DiscoveryConfig, Embedded, Member};
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let me = Member::new("master", "127.0.0.1:34560").service("TopicService");
+    /// let (discovery, service) = Embedded::master_service(me, DiscoveryConfig::default())?;
+    /// tonic::transport::Server::builder()
+    ///     .add_service(service)
+    ///     // .add_service(the node's other services)
+    ///     .serve("127.0.0.1:34560".parse()?)
+    ///     .await?;
+    /// # drop(discovery); Ok(()) }
+    /// ```
+    pub fn master_service(
+        me: Member,
+        config: DiscoveryConfig,
+    ) -> Result<(Self, pb::master_server::MasterServer<MasterService>), DiscoveryError> {
+        me.validate().map_err(DiscoveryError::InvalidMember)?;
+        let state = MasterState::new(me.clone(), &config);
         let reaper = tokio::spawn(Arc::clone(&state).reaper());
-        tracing::info!(%addr, node = %me.id, "discovery master listening");
-        Ok(Embedded {
+        let service = pb::master_server::MasterServer::new(MasterService(Arc::clone(&state)));
+        let embedded = Embedded {
             inner: Arc::new(Inner {
                 local: me,
                 view: state.view.clone(),
-                role: Role::Master { addr, state },
-                tasks: vec![serve, reaper],
+                role: Role::Master { addr: None, state },
+                tasks: vec![reaper],
             }),
-        })
+        };
+        Ok((embedded, service))
     }
 
     /// Joins the cluster whose master listens on `master` (`host:port`). Returns at once:
@@ -174,10 +220,11 @@ impl Embedded {
         })
     }
 
-    /// The address the master listens on (`None` for a member).
+    /// The address the master listens on (`None` for a member, and for a master from
+    /// [`master_service`](Self::master_service), served elsewhere).
     pub fn master_addr(&self) -> Option<SocketAddr> {
         match &self.inner.role {
-            Role::Master { addr, .. } => Some(*addr),
+            Role::Master { addr, .. } => *addr,
             Role::Member { .. } => None,
         }
     }
@@ -198,7 +245,10 @@ impl Drop for Inner {
 impl std::fmt::Debug for Embedded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let role = match &self.inner.role {
-            Role::Master { addr, .. } => format!("master on {addr}"),
+            Role::Master {
+                addr: Some(addr), ..
+            } => format!("master on {addr}"),
+            Role::Master { addr: None, .. } => "master".to_owned(),
             Role::Member { .. } => "member".to_owned(),
         };
         f.debug_struct("Embedded")

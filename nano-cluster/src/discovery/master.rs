@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 
 use super::view::{self, ViewTx};
 use super::{DiscoveryConfig, Member, NodeId};
-use crate::proto::discovery as pb;
+use crate::proto::nano::discovery::v1 as pb;
 
 /// Shortest and longest lease TTL a member may ask for.
 const MIN_TTL: Duration = Duration::from_millis(100);
@@ -273,8 +273,17 @@ impl MasterState {
     }
 }
 
-/// The gRPC face of [`MasterState`].
-pub(crate) struct MasterService(pub Arc<MasterState>);
+/// The embedded master's gRPC service, for serving it on a tonic server of your own (next to
+/// the node's other services) instead of the one [`Embedded::master`](super::Embedded::master)
+/// starts; see [`Embedded::master_service`](super::Embedded::master_service). Once its
+/// [`Embedded`](super::Embedded) handle is gone, it refuses every call and ends every watch.
+pub struct MasterService(pub(crate) Arc<MasterState>);
+
+impl std::fmt::Debug for MasterService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterService").finish_non_exhaustive()
+    }
+}
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::Snapshot, Status>> + Send>>;
 

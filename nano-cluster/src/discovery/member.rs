@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::proto::discovery as pb;
+use crate::proto::nano::discovery::v1 as pb;
 
 /// Longest node id, address, service name, label key or label value accepted, in bytes.
 pub const MAX_FIELD_LEN: usize = 256;

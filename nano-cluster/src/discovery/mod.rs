@@ -29,6 +29,7 @@ pub use config::DiscoveryConfig;
 pub use embedded::Embedded;
 #[cfg(feature = "etcd")]
 pub use etcd::Etcd;
+pub use master::MasterService;
 pub use member::{Member, NodeId, MAX_FIELD_LEN, MAX_LABELS, MAX_SERVICES};
 pub use view::Watch;
 
