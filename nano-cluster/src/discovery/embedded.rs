@@ -279,6 +279,9 @@ impl Discovery for Embedded {
         Box::pin(async move {
             let result = match &self.inner.role {
                 Role::Master { state, .. } => {
+                    // Leave the list, then stop: each watch stream sends that last snapshot
+                    // before it ends, the server then shuts down gracefully, the reaper ends.
+                    state.leave(&self.inner.local.id);
                     state.stop.send_replace(true);
                     Ok(())
                 }
@@ -305,9 +308,6 @@ impl Discovery for Embedded {
                     }
                 }
             };
-            for task in &self.inner.tasks {
-                task.abort();
-            }
             view::update(&self.inner.view, |v| {
                 v.registered = false;
                 v.closed = true;

@@ -181,6 +181,16 @@ impl MasterState {
         }
     }
 
+    /// The master node leaves its own list (graceful shutdown), so watchers see it go.
+    pub fn leave(&self, id: &NodeId) {
+        let mut reg = self.lock();
+        if reg.entries.get(id).is_some_and(|e| e.lease.is_none()) {
+            reg.entries.remove(id);
+            self.left(&mut reg, id);
+            self.publish(&reg);
+        }
+    }
+
     fn settled(&self) -> bool {
         Instant::now() >= self.settled_at
     }
@@ -334,21 +344,24 @@ impl pb::master_server::Master for MasterService {
         let state = Arc::clone(&self.0);
         let views = state.view.subscribe();
         let stop = state.stop.subscribe();
+        // A snapshot first, then one per change; when the master stops, a last one (it may
+        // carry the master leaving), then the end.
         let stream = futures_util::stream::unfold(
-            (state, views, stop, true),
-            |(state, mut views, mut stop, first)| async move {
-                if !first {
-                    tokio::select! {
-                        changed = views.changed() => changed.ok()?,
-                        _ = stop.wait_for(|s| *s) => return None,
-                    }
-                }
-                if *stop.borrow() {
+            (state, views, stop, true, false),
+            |(state, mut views, mut stop, first, done)| async move {
+                if done {
                     return None;
                 }
+                let mut last = false;
+                if !first {
+                    tokio::select! {
+                        biased;
+                        changed = views.changed() => changed.ok()?,
+                        _ = stop.wait_for(|s| *s) => last = true,
+                    }
+                }
                 views.mark_unchanged();
-                let snapshot = state.snapshot();
-                Some((Ok(snapshot), (state, views, stop, false)))
+                Some((Ok(state.snapshot()), (state, views, stop, false, last)))
             },
         );
         Ok(Response::new(Box::pin(stream)))
