@@ -230,3 +230,96 @@ async fn foreign_and_malformed_keys_are_ignored() {
     seen.until(PROMPT, "b joined", |s| s.has("b")).await;
     assert_eq!(seen.ids(), ["a", "b"]);
 }
+
+/// A TCP forwarder to etcd on 127.0.0.1, so a test can cut one node off etcd (drop it: the
+/// listener and every forwarded connection close) and reconnect it (a new one on the same port).
+struct Proxy {
+    addr: std::net::SocketAddr,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Proxy {
+    async fn start(addr: &str) -> Proxy {
+        let upstream = endpoint().trim_start_matches("http://").to_owned();
+        // The port of a proxy just dropped is released once its aborted task is dropped.
+        let deadline = Instant::now() + PROMPT;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => break listener,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+                {
+                    tokio::task::yield_now().await
+                }
+                Err(e) => panic!("proxy bind {addr}: {e}"),
+            }
+        };
+        let addr = listener.local_addr().unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        let conns = std::sync::Arc::new(tokio::sync::Mutex::new(tokio::task::JoinSet::new()));
+        let held = std::sync::Arc::clone(&conns);
+        tasks.spawn(async move {
+            let _held = held;
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                conns.lock().await.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Proxy { addr, tasks }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // Aborting the accept task drops the listener and the set of connection tasks.
+        self.tasks.abort_all();
+    }
+}
+
+#[tokio::test]
+async fn a_node_cut_off_etcd_keeps_its_view_and_registers_again_when_back() {
+    let prefix = prefix("cutoff");
+    let a = node(&prefix, "a", "RoomService").await;
+    let proxy = Proxy::start("127.0.0.1:0").await;
+    let proxy_addr = proxy.addr.to_string();
+    let me = Member::new("p", "p.local:1").service("ChatService");
+    let p = Etcd::connect(&[format!("http://{proxy_addr}")], &prefix, me, config())
+        .await
+        .expect("etcd client through the proxy");
+    let mut on_a = Seen::new(&a);
+    let mut on_p = Seen::new(&p);
+    on_a.until(PROMPT, "a and p", |s| s.ids() == ["a", "p"])
+        .await;
+    on_p.until(PROMPT, "p registered, seeing a", |s| {
+        s.registered && s.ids() == ["a", "p"]
+    })
+    .await;
+
+    // Cut p off: etcd lets its lease lapse (a sees it go); p notices it lost its lease but
+    // keeps its view.
+    drop(proxy);
+    let (on_a_side, on_p_side) = tokio::join!(
+        on_a.until(TTL * 3, "p removed", |s| !s.has("p")),
+        on_p.until(TTL * 3, "lease lost", |s| !s.registered),
+    );
+    let ((), ()) = (on_a_side, on_p_side);
+    assert_eq!(on_p.ids(), ["a", "p"]);
+    assert!(
+        on_p.log.iter().all(|c| !matches!(c, Change::Remove(_))),
+        "{:?}",
+        on_p.log
+    );
+
+    // Back on the same address: p registers again and a sees it back.
+    let _proxy = Proxy::start(&proxy_addr).await;
+    let (on_a_side, on_p_side) = tokio::join!(
+        on_a.until(TTL * 5, "p back", |s| s.has("p")),
+        on_p.until(TTL * 5, "registered again", |s| s.registered
+            && s.ids() == ["a", "p"]),
+    );
+    let ((), ()) = (on_a_side, on_p_side);
+}

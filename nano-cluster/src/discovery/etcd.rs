@@ -247,7 +247,8 @@ impl Tasks {
         }
     }
 
-    /// Keeps `lease` alive; returns when etcd says it is gone.
+    /// Keeps `lease` alive; returns when etcd says it is gone, or when it could not be renewed
+    /// for a TTL.
     async fn keep_alive(&self, client: &mut Client, lease: i64, ttl: Duration) {
         let interval = ttl / self.config.keepalives_per_ttl.max(1);
         let rpc_timeout = self.config.rpc_timeout();
@@ -277,9 +278,11 @@ impl Tasks {
                     tokio::time::sleep(interval).await;
                 }
             }
-            if renewed.elapsed() >= ttl && self.view.borrow().registered {
+            if renewed.elapsed() >= ttl {
+                // etcd counted the TTL from a renewal no later than ours: the lease is gone
+                // there (an unknown lease is answered with an error, not a TTL of 0).
                 tracing::warn!(node = %self.me.id, "etcd lease not renewed for a TTL: lost");
-                self.set_registered(false);
+                return;
             }
             backoff.wait().await;
         }
