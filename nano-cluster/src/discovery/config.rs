@@ -46,9 +46,9 @@ impl DiscoveryConfig {
         self
     }
 
-    /// The time between two keep-alives: `ttl / keepalives_per_ttl`.
+    /// The time between two keep-alives: `ttl / keepalives_per_ttl`, at least 10 ms.
     pub fn keepalive_interval(&self) -> Duration {
-        self.ttl / self.keepalives_per_ttl.max(1)
+        (self.ttl / self.keepalives_per_ttl.max(1)).max(Duration::from_millis(10))
     }
 
     /// The bound on one call to the master or etcd: one keep-alive interval, so a stuck call

@@ -94,11 +94,8 @@ impl Embedded {
         };
         let listener = TcpListener::bind(listen).await.map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
-        let (mut embedded, service) = Self::master_service(me, config)?;
-        let Role::Master { state, .. } = &embedded.inner.role else {
-            unreachable!("master_service builds a master");
-        };
-        let state = Arc::clone(state);
+        let (state, reaper) = Self::master_state(&me, &config);
+        let service = pb::master_server::MasterServer::new(MasterService(Arc::clone(&state)));
         let mut stopped = state.stop.subscribe();
         let server = tonic::transport::Server::builder()
             .add_service(service)
@@ -110,14 +107,25 @@ impl Embedded {
                 tracing::warn!(error = %e, "discovery master server failed");
             }
         });
-        tracing::info!(%addr, node = %embedded.inner.local.id, "discovery master listening");
-        let inner = Arc::get_mut(&mut embedded.inner).expect("not shared yet");
-        inner.role = Role::Master {
-            addr: Some(addr),
-            state,
-        };
-        inner.tasks.push(serve);
-        Ok(embedded)
+        tracing::info!(%addr, node = %me.id, "discovery master listening");
+        Ok(Embedded {
+            inner: Arc::new(Inner {
+                local: me,
+                view: state.view.clone(),
+                role: Role::Master {
+                    addr: Some(addr),
+                    state,
+                },
+                tasks: vec![reaper, serve],
+            }),
+        })
+    }
+
+    /// The registry with `me` in it, and its reaper running.
+    fn master_state(me: &Member, config: &DiscoveryConfig) -> (Arc<MasterState>, JoinHandle<()>) {
+        let state = MasterState::new(me.clone(), config);
+        let reaper = tokio::spawn(Arc::clone(&state).reaper());
+        (state, reaper)
     }
 
     /// This node as the master, with its gRPC service returned to be served on a tonic server
@@ -151,8 +159,7 @@ impl Embedded {
         config: DiscoveryConfig,
     ) -> Result<(Self, pb::master_server::MasterServer<MasterService>), DiscoveryError> {
         me.validate().map_err(DiscoveryError::InvalidMember)?;
-        let state = MasterState::new(me.clone(), &config);
-        let reaper = tokio::spawn(Arc::clone(&state).reaper());
+        let (state, reaper) = Self::master_state(&me, &config);
         let service = pb::master_server::MasterServer::new(MasterService(Arc::clone(&state)));
         let embedded = Embedded {
             inner: Arc::new(Inner {
@@ -364,8 +371,9 @@ impl MemberTasks {
             *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(granted.lease_id);
             self.set_registered(true);
             tracing::info!(node = %self.me.id, lease = granted.lease_id, "registered with the master");
-            let ttl = Duration::from_millis(granted.ttl_ms).max(Duration::from_millis(1));
-            let interval = ttl / self.config.keepalives_per_ttl.max(1);
+            let ttl = Duration::from_millis(granted.ttl_ms).max(Duration::from_millis(100));
+            let interval =
+                (ttl / self.config.keepalives_per_ttl.max(1)).max(Duration::from_millis(10));
             self.keep_alive(&mut client, granted.lease_id, ttl, interval)
                 .await;
             *current.lock().unwrap_or_else(|e| e.into_inner()) = None;

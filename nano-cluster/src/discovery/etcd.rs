@@ -250,7 +250,7 @@ impl Tasks {
     /// Keeps `lease` alive; returns when etcd says it is gone, or when it could not be renewed
     /// for a TTL.
     async fn keep_alive(&self, client: &mut Client, lease: i64, ttl: Duration) {
-        let interval = ttl / self.config.keepalives_per_ttl.max(1);
+        let interval = (ttl / self.config.keepalives_per_ttl.max(1)).max(Duration::from_millis(10));
         let rpc_timeout = self.config.rpc_timeout();
         let mut backoff = self.backoff();
         let mut renewed = Instant::now();
