@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nano_cluster::link::{
-    proto, Inbound, LinkConfig, LinkError, LinkHandler, LinkState, NoHandler, NodeLink,
-    NodeServer, Responder, CODE_DEADLINE_EXCEEDED, CODE_UNAVAILABLE,
+    proto, Inbound, LinkConfig, LinkError, LinkHandler, LinkState, NoHandler, NodeLink, NodeServer,
+    Responder, CODE_DEADLINE_EXCEEDED, CODE_UNAVAILABLE,
 };
 use tokio::sync::mpsc;
 
@@ -125,14 +125,21 @@ async fn request_round_trip_both_ways_with_errors_as_is() {
     let a = dial("node-a", &b, a_handler).await;
     assert_eq!(a.peer_id().as_deref(), Some("node-b"));
 
-    let answer = a.request(request("Echo.Say", "hello"), BOUND).await.unwrap();
+    let answer = a
+        .request(request("Echo.Say", "hello"), BOUND)
+        .await
+        .unwrap();
     assert_eq!(&answer[..], b"hello");
     match next(&mut b_events).await {
         Event::Request(req) => {
             assert_eq!(req.route, "Echo.Say");
             assert_eq!(req.session_id, 7);
             assert!(req.request_id > 0);
-            assert!(req.deadline_ms > 0 && req.deadline_ms <= 5_000, "{}", req.deadline_ms);
+            assert!(
+                req.deadline_ms > 0 && req.deadline_ms <= 5_000,
+                "{}",
+                req.deadline_ms
+            );
         }
         other => panic!("expected the request, got {other:?}"),
     }
@@ -156,7 +163,10 @@ async fn request_round_trip_both_ways_with_errors_as_is() {
     let back = b.peer("node-a").expect("b knows a");
     assert!(back.same(&b.peer("node-a").unwrap()));
     assert_eq!(back.state(), LinkState::Up);
-    let answer = back.request(request("Echo.Back", "pong"), BOUND).await.unwrap();
+    let answer = back
+        .request(request("Echo.Back", "pong"), BOUND)
+        .await
+        .unwrap();
     assert_eq!(&answer[..], b"pong");
     b.shutdown().await;
 }
@@ -174,7 +184,10 @@ async fn a_thousand_concurrent_requests_all_answered_with_their_payloads() {
         });
     }
     let mut seen = vec![false; 1000];
-    while let Some(done) = tokio::time::timeout(BOUND, tasks.join_next()).await.unwrap() {
+    while let Some(done) = tokio::time::timeout(BOUND, tasks.join_next())
+        .await
+        .unwrap()
+    {
         let (i, answer) = done.unwrap();
         assert_eq!(answer.unwrap(), Bytes::from(i.to_string()));
         seen[i as usize] = true;
@@ -219,8 +232,12 @@ async fn a_push_for_several_members_is_one_frame() {
     let inbound = b.peer("node-a").unwrap();
     let before = inbound.stats().frames_received;
 
-    a.push("onMessage", Bytes::from_static(b"{\"x\":1}"), vec![11, 12, 13])
-        .unwrap();
+    a.push(
+        "onMessage",
+        Bytes::from_static(b"{\"x\":1}"),
+        vec![11, 12, 13],
+    )
+    .unwrap();
     a.notify(notify("Marker.End")).unwrap();
     match next(&mut events).await {
         Event::Push(p) => {
@@ -245,10 +262,16 @@ async fn a_push_for_several_members_is_one_frame() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(seen[0].starts_with("Kick") && seen[0].contains("bye"), "{seen:?}");
+    assert!(
+        seen[0].starts_with("Kick") && seen[0].contains("bye"),
+        "{seen:?}"
+    );
     assert!(seen[1].starts_with("Close"), "{seen:?}");
     assert!(seen[2].starts_with("SessionClosed"), "{seen:?}");
-    assert!(seen[3].starts_with("Bind") && seen[3].contains("alice"), "{seen:?}");
+    assert!(
+        seen[3].starts_with("Bind") && seen[3].contains("alice"),
+        "{seen:?}"
+    );
     b.shutdown().await;
 }
 
@@ -274,7 +297,10 @@ async fn a_handler_that_never_answers_gives_deadline_exceeded_on_time() {
         other => panic!("expected the request, got {other:?}"),
     }
     // The link is still fine.
-    assert_eq!(&a.request(request("Echo.X", "ok"), BOUND).await.unwrap()[..], b"ok");
+    assert_eq!(
+        &a.request(request("Echo.X", "ok"), BOUND).await.unwrap()[..],
+        b"ok"
+    );
     b.shutdown().await;
 }
 
@@ -298,14 +324,21 @@ async fn the_peer_going_away_answers_every_pending_request_at_once() {
     let start = Instant::now();
     b.shutdown().await;
     let mut answered = 0;
-    while let Some(done) = tokio::time::timeout(BOUND, tasks.join_next()).await.unwrap() {
+    while let Some(done) = tokio::time::timeout(BOUND, tasks.join_next())
+        .await
+        .unwrap()
+    {
         let e = done.unwrap().expect_err("the peer is gone");
         assert!(matches!(e, LinkError::Unavailable(_)), "{e:?}");
         assert_eq!(e.code(), CODE_UNAVAILABLE);
         answered += 1;
     }
     assert_eq!(answered, N);
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
 
     // While down, sends fail fast instead of waiting.
     wait_state(&a, LinkState::Down).await;
@@ -313,7 +346,10 @@ async fn the_peer_going_away_answers_every_pending_request_at_once() {
     let e = a.request(request("Echo.X", "{}"), long).await.unwrap_err();
     assert!(matches!(e, LinkError::Unavailable(_)), "{e:?}");
     assert!(start.elapsed() < Duration::from_secs(1));
-    assert!(matches!(a.notify(notify("X.Y")), Err(LinkError::Unavailable(_))));
+    assert!(matches!(
+        a.notify(notify("X.Y")),
+        Err(LinkError::Unavailable(_))
+    ));
     a.close();
     assert_eq!(a.state(), LinkState::Closed);
 }
@@ -323,7 +359,10 @@ async fn a_peer_restarted_on_the_same_address_is_redialed() {
     let b = server("node-b", Node::new().0).await;
     let addr = b.local_addr();
     let a = dial("node-a", &b, NoHandler).await;
-    assert_eq!(&a.request(request("Echo.1", "one"), BOUND).await.unwrap()[..], b"one");
+    assert_eq!(
+        &a.request(request("Echo.1", "one"), BOUND).await.unwrap()[..],
+        b"one"
+    );
 
     b.shutdown().await;
     wait_state(&a, LinkState::Down).await;
@@ -332,7 +371,10 @@ async fn a_peer_restarted_on_the_same_address_is_redialed() {
         .await
         .expect("the address is free again");
     a.wait_up(BOUND).await.expect("redialed");
-    assert_eq!(&a.request(request("Echo.2", "two"), BOUND).await.unwrap()[..], b"two");
+    assert_eq!(
+        &a.request(request("Echo.2", "two"), BOUND).await.unwrap()[..],
+        b"two"
+    );
     assert!(b2.peer("node-a").is_some());
     a.close();
     b2.shutdown().await;
@@ -380,15 +422,128 @@ async fn a_full_queue_and_an_oversized_frame_are_refused_at_send() {
     // Single-threaded runtime: the writer cannot run until this loop yields.
     let results: Vec<_> = (0..6).map(|_| a.notify(notify("Q.Fill"))).collect();
     assert!(results[..4].iter().all(Result::is_ok), "{results:?}");
-    assert!(matches!(results[4], Err(LinkError::QueueFull(4))), "{results:?}");
+    assert!(
+        matches!(results[4], Err(LinkError::QueueFull(4))),
+        "{results:?}"
+    );
     for _ in 0..4 {
         assert!(matches!(next(&mut events).await, Event::Notify(_)));
     }
 
     let big = Bytes::from(vec![0u8; 100 * 1024]);
     let e = a.push("onBig", big, vec![1]).unwrap_err();
-    assert!(matches!(e, LinkError::TooLarge { limit: 49152, .. }), "{e:?}");
-    assert_eq!(&a.request(request("Echo.X", "ok"), BOUND).await.unwrap()[..], b"ok");
+    assert!(
+        matches!(e, LinkError::TooLarge { limit: 49152, .. }),
+        "{e:?}"
+    );
+    assert_eq!(
+        &a.request(request("Echo.X", "ok"), BOUND).await.unwrap()[..],
+        b"ok"
+    );
+    a.close();
+    b.shutdown().await;
+}
+
+/// The peer's process "crashes": its runtime is dropped with its tasks and sockets, so no
+/// stream is ended properly; every pending request is answered at once all the same, and a
+/// peer started again on the address is redialed.
+#[test]
+fn a_crashed_peer_answers_every_pending_request_at_once_and_is_redialed() {
+    let peer_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (handler, mut events) = Node::new();
+    let b = peer_rt.block_on(server("node-b", handler));
+    let addr = b.local_addr();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let a = dial("node-a", &b, NoHandler).await;
+        const N: usize = 20;
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..N {
+            let a = a.clone();
+            tasks.spawn(async move {
+                a.request(request("Hold.Forever", "{}"), Duration::from_secs(60))
+                    .await
+            });
+        }
+        for _ in 0..N {
+            assert!(matches!(next(&mut events).await, Event::Request(_)));
+        }
+
+        let start = Instant::now();
+        peer_rt.shutdown_background();
+        let mut answered = 0;
+        while let Some(done) = tokio::time::timeout(BOUND, tasks.join_next())
+            .await
+            .unwrap()
+        {
+            let e = done.unwrap().expect_err("the peer crashed");
+            assert_eq!(e.code(), CODE_UNAVAILABLE, "{e:?}");
+            answered += 1;
+        }
+        assert_eq!(answered, N);
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        wait_state(&a, LinkState::Down).await;
+        drop(b);
+
+        let b2 = NodeServer::bind(addr, "node-b", LinkConfig::default(), Node::new().0)
+            .await
+            .expect("the address is free again");
+        a.wait_up(BOUND).await.expect("redialed");
+        assert_eq!(
+            &a.request(request("Echo.3", "three"), BOUND).await.unwrap()[..],
+            b"three"
+        );
+        a.close();
+        b2.shutdown().await;
+    });
+}
+
+#[tokio::test]
+async fn another_node_on_the_address_is_not_taken_for_the_peer() {
+    let b = server("node-b", Node::new().0).await;
+    let addr = b.local_addr();
+    let a = dial("node-a", &b, NoHandler).await;
+    b.shutdown().await;
+    wait_state(&a, LinkState::Down).await;
+
+    let c = NodeServer::bind(addr, "node-c", LinkConfig::default(), Node::new().0)
+        .await
+        .unwrap();
+    assert!(a.wait_up(Duration::from_millis(500)).await.is_err());
+    assert_eq!(a.peer_id().as_deref(), Some("node-b"));
+    a.close();
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_forgotten_peer_is_closed_and_gets_a_new_link_when_it_dials_again() {
+    let b = server("node-b", Node::new().0).await;
+    let a = dial("node-a", &b, NoHandler).await;
+    let first = b.peer("node-a").unwrap();
+    assert!(b.service().forget("node-a"));
+    assert_eq!(first.state(), LinkState::Closed);
+    assert!(b.peer("node-a").is_none());
+    // The dialing side sees the stream end and redials: a new handle on the server.
+    wait_state(&a, LinkState::Down).await;
+    a.wait_up(BOUND).await.unwrap();
+    let second = b.peer("node-a").expect("dialed again");
+    assert!(!second.same(&first));
+    assert_eq!(
+        &a.request(request("Echo.4", "four"), BOUND).await.unwrap()[..],
+        b"four"
+    );
     a.close();
     b.shutdown().await;
 }

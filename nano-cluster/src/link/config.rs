@@ -64,6 +64,8 @@ impl Default for LinkConfig {
 impl LinkConfig {
     /// The largest single frame a send accepts.
     pub(crate) fn max_frame_bytes(&self) -> usize {
-        self.max_message_bytes.saturating_sub(self.max_batch_bytes).max(1024)
+        self.max_message_bytes
+            .saturating_sub(self.max_batch_bytes)
+            .max(1024)
     }
 }

@@ -90,7 +90,10 @@ impl Conn {
     pub(crate) fn new(
         config: &LinkConfig,
         counters: Arc<Counters>,
-    ) -> (Arc<Conn>, impl Stream<Item = proto::Frames> + Send + 'static) {
+    ) -> (
+        Arc<Conn>,
+        impl Stream<Item = proto::Frames> + Send + 'static,
+    ) {
         let capacity = config.queue_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let closed = CancellationToken::new();
@@ -112,7 +115,10 @@ impl Conn {
             max_frames: config.max_batch_frames.max(1),
             max_bytes: config.max_batch_bytes.max(1),
         };
-        (conn, futures_util::stream::unfold(writer, Writer::next_batch))
+        (
+            conn,
+            futures_util::stream::unfold(writer, Writer::next_batch),
+        )
     }
 
     /// Queues one frame, or fails at once.
@@ -167,7 +173,10 @@ impl Conn {
     /// Hands a response to the request waiting for it; a late or unknown one is dropped.
     fn complete(&self, resp: proto::Response) {
         let Some(answer) = self.lock_pending().answers.remove(&resp.request_id) else {
-            tracing::debug!(request_id = resp.request_id, "response to no pending request");
+            tracing::debug!(
+                request_id = resp.request_id,
+                "response to no pending request"
+            );
             return;
         };
         let result = match resp.result {
@@ -424,9 +433,16 @@ impl Responder {
             request_id: self.request_id,
             result: Some(result),
         };
-        if let Err(e) = self.conn.send(Kind::Response(resp)) {
+        match self.conn.send(Kind::Response(resp)) {
+            Ok(()) => {}
+            // The requester had its answer already: NANO-503 when the stream was lost.
+            Err(e @ LinkError::Unavailable(_)) => {
+                tracing::debug!(request_id = self.request_id, error = %e, "link response not sent");
+            }
             // The requester's deadline answers it.
-            tracing::warn!(request_id = self.request_id, error = %e, "link response not sent");
+            Err(e) => {
+                tracing::warn!(request_id = self.request_id, error = %e, "link response not sent");
+            }
         }
     }
 }
@@ -438,5 +454,100 @@ impl Drop for Responder {
                 "the request was dropped without an answer",
             )));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(kinds: Vec<Kind>) -> proto::Frames {
+        proto::Frames {
+            frames: kinds
+                .into_iter()
+                .map(|k| proto::Frame { kind: Some(k) })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn deadlines_go_on_the_wire_in_whole_milliseconds_rounded_up() {
+        assert_eq!(deadline_ms(Duration::from_micros(1)), 1);
+        assert_eq!(deadline_ms(Duration::from_millis(1500)), 1500);
+        assert_eq!(deadline_ms(Duration::from_micros(1500)), 2);
+        assert_eq!(deadline_ms(Duration::from_secs(u64::MAX)), u32::MAX);
+    }
+
+    #[test]
+    fn a_stream_must_open_with_a_hello_of_our_version() {
+        let ok = frames(vec![
+            hello("n1"),
+            Kind::Close(proto::Close { session_id: 3 }),
+        ]);
+        let (h, rest) = split_hello(ok).unwrap();
+        assert_eq!(h.node_id, "n1");
+        assert_eq!(rest.len(), 1);
+
+        let no_hello = frames(vec![Kind::Close(proto::Close { session_id: 3 })]);
+        assert!(split_hello(no_hello).unwrap_err().contains("not a Hello"));
+        assert!(split_hello(proto::Frames::default()).is_err());
+        let anonymous = frames(vec![hello("")]);
+        assert!(split_hello(anonymous).unwrap_err().contains("node id"));
+        let future = frames(vec![Kind::Hello(proto::Hello {
+            node_id: "n2".into(),
+            protocol_version: PROTOCOL_VERSION + 1,
+        })]);
+        assert!(split_hello(future).unwrap_err().contains("protocol"));
+    }
+
+    #[tokio::test]
+    async fn the_writer_batches_what_is_queued_within_its_limits() {
+        use futures_util::StreamExt;
+        let config = LinkConfig {
+            max_batch_frames: 3,
+            ..LinkConfig::default()
+        };
+        let counters = Arc::new(Counters::default());
+        let (conn, outbound) = Conn::new(&config, counters.clone());
+        let mut outbound = std::pin::pin!(outbound);
+        for id in 0..7 {
+            conn.send(Kind::SessionClosed(proto::SessionClosed { session_id: id }))
+                .unwrap();
+        }
+        let sizes: Vec<usize> = [
+            outbound.next().await.unwrap(),
+            outbound.next().await.unwrap(),
+            outbound.next().await.unwrap(),
+        ]
+        .iter()
+        .map(|f| f.frames.len())
+        .collect();
+        assert_eq!(sizes, [3, 3, 1]);
+        let stats = counters.snapshot();
+        assert_eq!((stats.messages_sent, stats.frames_sent), (3, 7));
+
+        // A request on a closed connection fails at once, and so does a pending one.
+        let pending = {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                conn.request(proto::Request::default(), Duration::from_secs(60))
+                    .await
+            })
+        };
+        assert!(outbound.next().await.is_some(), "the request was queued");
+        conn.close();
+        assert!(matches!(
+            pending.await.unwrap(),
+            Err(LinkError::Unavailable(_))
+        ));
+        assert!(
+            outbound.next().await.is_none(),
+            "the writer ends with the connection"
+        );
+        assert!(matches!(
+            conn.request(proto::Request::default(), Duration::from_secs(60))
+                .await,
+            Err(LinkError::Unavailable(_))
+        ));
     }
 }

@@ -94,7 +94,12 @@ impl NodeLink {
     ///
     /// By the cluster's rule the local id is the lower of the two (see
     /// [`dials`](super::dials)); the peer's server refuses the link otherwise, and this side
-    /// keeps retrying (and tracing the refusal).
+    /// keeps retrying (and tracing the refusal). Once the peer's id is known (its first
+    /// `Hello`), a different node answering on `addr` is refused the same way: the link stays
+    /// the link to that one node.
+    ///
+    /// The link redials until [`close`](Self::close)d — dropping the handles does not stop it
+    /// (the owner, e.g. the router reacting to discovery, closes it when the peer leaves).
     ///
     /// # Panics
     ///
@@ -436,6 +441,22 @@ async fn dial_once(link: &NodeLink, addr: SocketAddr) -> Result<Arc<Conn>, BoxEr
     let counters = link.counters();
     counters.count_received(first.frames.len());
     let (hello, rest) = conn::split_hello(first)?;
+    if let Some(known) = link.peer_id() {
+        if *known != *hello.node_id {
+            return Err(format!(
+                "expected node {known} at {addr}, found node {}",
+                hello.node_id
+            )
+            .into());
+        }
+    }
+    if !super::dials(link.local_id(), &hello.node_id) {
+        return Err(format!(
+            "node {} at {addr} must dial this node, not the other way",
+            hello.node_id
+        )
+        .into());
+    }
     let peer: Arc<str> = hello.node_id.into();
     link.set_peer_id(peer.clone());
     guard.disarm();

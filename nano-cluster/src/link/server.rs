@@ -37,7 +37,11 @@ struct ServiceInner {
 
 impl LinkService {
     /// The service of node `local_id`; frames from peers go to `handler`.
-    pub fn new(local_id: impl Into<Arc<str>>, config: LinkConfig, handler: impl LinkHandler) -> Self {
+    pub fn new(
+        local_id: impl Into<Arc<str>>,
+        config: LinkConfig,
+        handler: impl LinkHandler,
+    ) -> Self {
         LinkService {
             inner: Arc::new(ServiceInner {
                 local_id: local_id.into(),
@@ -65,6 +69,14 @@ impl LinkService {
     /// The links of every peer that has dialed this node.
     pub fn peers(&self) -> Vec<NodeLink> {
         self.lock_peers().values().cloned().collect()
+    }
+
+    /// Closes and forgets the link of a peer that left the cluster (its pending requests are
+    /// answered with `NANO-503`); if it dials again, it gets a new [`NodeLink`]. Returns
+    /// whether the peer was known.
+    pub fn forget(&self, node_id: &str) -> bool {
+        let link = self.lock_peers().remove(node_id);
+        link.map(|l| l.close()).is_some()
     }
 
     /// Refuses new links and closes every accepted one (their pending requests, on both
