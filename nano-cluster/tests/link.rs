@@ -547,3 +547,47 @@ async fn a_forgotten_peer_is_closed_and_gets_a_new_link_when_it_dials_again() {
     a.close();
     b.shutdown().await;
 }
+
+/// Three nodes, each linking to the two others by id and address: the lower id dials, so each
+/// pair shares one link, and requests flow both ways on it.
+#[tokio::test]
+async fn three_nodes_keep_one_link_per_pair() {
+    let ids = ["node-a", "node-b", "node-c"];
+    let mut nodes = Vec::new();
+    for id in ids {
+        nodes.push(server(id, Node::new().0).await);
+    }
+    let addrs: Vec<_> = nodes.iter().map(NodeServer::local_addr).collect();
+    let mut links = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for (j, peer) in ids.iter().enumerate() {
+            if i != j {
+                links.push((i, j, node.link_to(peer, addrs[j])));
+            }
+        }
+    }
+    for (i, j, link) in &links {
+        link.wait_up(BOUND).await.unwrap();
+        // The lower id dialed; the higher one holds the accepted end.
+        assert_eq!(link.addr().is_some(), i < j, "{link:?}");
+        assert!(link.same(&nodes[*i].link_to(ids[*j], addrs[*j])));
+        let payload = format!("{i}->{j}");
+        let answer = link
+            .request(request("Echo.Pair", payload.clone()), BOUND)
+            .await;
+        assert_eq!(answer.unwrap(), Bytes::from(payload));
+    }
+    for node in &nodes {
+        assert_eq!(node.service().peers().len(), 2);
+    }
+    // Each link carried its own Hello, one request and one answer each way, nothing more:
+    // no second stream per pair.
+    for (_, _, link) in &links {
+        let stats = link.stats();
+        assert_eq!(stats.frames_sent, 3, "{link:?} {stats:?}");
+        assert_eq!(stats.frames_received, 3, "{link:?} {stats:?}");
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

@@ -110,12 +110,23 @@ impl NodeLink {
         config: LinkConfig,
         handler: impl LinkHandler,
     ) -> NodeLink {
-        let link = NodeLink::new(local_id.into(), None, Some(addr), config, Arc::new(handler));
+        NodeLink::dial_inner(local_id.into(), None, addr, config, Arc::new(handler))
+    }
+
+    /// Dials `addr`, expecting node `peer_id` there (a different node answering is refused).
+    pub(crate) fn dial_inner(
+        local_id: Arc<str>,
+        peer_id: Option<Arc<str>>,
+        addr: SocketAddr,
+        config: LinkConfig,
+        handler: Arc<dyn LinkHandler>,
+    ) -> NodeLink {
+        let link = NodeLink::new(local_id, peer_id, Some(addr), config, handler);
         tokio::spawn(dial_loop(link.clone(), addr));
         link
     }
 
-    /// The handle for a peer that dials us (made by the server on the peer's first `Hello`).
+    /// The handle for a peer that dials us: `Down` until it does.
     pub(crate) fn accepted(
         local_id: Arc<str>,
         peer_id: Arc<str>,

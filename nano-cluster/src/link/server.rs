@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::conn::{self, Conn};
 use super::proto;
-use super::{dials, BindError, LinkConfig, LinkHandler, NodeLink};
+use super::{dials, BindError, LinkConfig, LinkHandler, LinkState, NodeLink};
 
 /// The `nano.link.v1.Node` service: accepts the links peers dial to this node.
 ///
@@ -61,12 +61,56 @@ impl LinkService {
             .max_encoding_message_size(max)
     }
 
-    /// The link of a peer that has dialed this node (up or down since).
+    /// The link to peer `node_id` listening on `addr`, made on first use, following the
+    /// one-link-per-pair rule: when this node has the lower id it dials `addr` (and keeps
+    /// redialing); otherwise the link is the one the peer dials, `Down` until it does. Either
+    /// way the same handle is returned for the peer from then on (a dialed link whose address
+    /// changed is closed and dialed anew). Frames the peer sends go to this service's handler.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, when it dials.
+    pub fn link_to(&self, node_id: &str, addr: SocketAddr) -> NodeLink {
+        let inner = &self.inner;
+        let mut peers = self.lock_peers();
+        if let Some(link) = peers.get(node_id) {
+            match link.addr() {
+                Some(old) if old != addr => link.close(),
+                _ => return link.clone(),
+            }
+        }
+        let peer: Arc<str> = node_id.into();
+        let link = if dials(&inner.local_id, node_id) {
+            NodeLink::dial_inner(
+                inner.local_id.clone(),
+                Some(peer.clone()),
+                addr,
+                inner.config.clone(),
+                inner.handler.clone(),
+            )
+        } else {
+            NodeLink::accepted(
+                inner.local_id.clone(),
+                peer.clone(),
+                inner.config.clone(),
+                inner.handler.clone(),
+            )
+        };
+        if inner.shutdown.is_cancelled() {
+            link.close();
+        } else {
+            peers.insert(peer, link.clone());
+        }
+        link
+    }
+
+    /// The link of peer `node_id`: one that dialed this node, or one made by
+    /// [`link_to`](Self::link_to).
     pub fn peer(&self, node_id: &str) -> Option<NodeLink> {
         self.lock_peers().get(node_id).cloned()
     }
 
-    /// The links of every peer that has dialed this node.
+    /// Every peer's link (dialed by this node or by the peer).
     pub fn peers(&self) -> Vec<NodeLink> {
         self.lock_peers().values().cloned().collect()
     }
@@ -79,8 +123,8 @@ impl LinkService {
         link.map(|l| l.close()).is_some()
     }
 
-    /// Refuses new links and closes every accepted one (their pending requests, on both
-    /// sides, are answered with `NANO-503`).
+    /// Refuses new links and closes every link, accepted or dialed (their pending requests,
+    /// on both sides, are answered with `NANO-503`).
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
         let peers: Vec<NodeLink> = self.lock_peers().drain().map(|(_, l)| l).collect();
@@ -117,17 +161,20 @@ impl LinkService {
             if inner.shutdown.is_cancelled() {
                 return Err(Status::unavailable("node shutting down"));
             }
-            peers
-                .entry(peer.clone())
-                .or_insert_with(|| {
-                    NodeLink::accepted(
+            match peers.get(&peer) {
+                Some(link) if link.state() != LinkState::Closed => link.clone(),
+                // New, or closed by its owner and dialing again: a new handle.
+                _ => {
+                    let link = NodeLink::accepted(
                         inner.local_id.clone(),
                         peer.clone(),
                         inner.config.clone(),
                         inner.handler.clone(),
-                    )
-                })
-                .clone()
+                    );
+                    peers.insert(peer.clone(), link.clone());
+                    link
+                }
+            }
         };
         let counters = link.counters();
         counters.count_received(first_frames);
@@ -248,9 +295,32 @@ impl NodeServer {
         &self.service
     }
 
-    /// The link of a peer that has dialed this node.
+    /// The link of a peer (see [`LinkService::peer`]).
     pub fn peer(&self, node_id: &str) -> Option<NodeLink> {
         self.service.peer(node_id)
+    }
+
+    /// The link to peer `node_id` at `addr`, dialed or awaited by the one-link-per-pair rule
+    /// (see [`LinkService::link_to`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(gate_addr: std::net::SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    /// use nano_cluster::link::{LinkConfig, NoHandler, NodeServer};
+    ///
+    /// let node = NodeServer::bind("127.0.0.1:0".parse()?, "backend-1", LinkConfig::default(), NoHandler).await?;
+    /// // "backend-1" < "gate-1": this node dials; the gate would wait for it instead.
+    /// let gate = node.link_to("gate-1", gate_addr);
+    /// # let _ = gate; Ok(()) }
+    /// ```
+    pub fn link_to(&self, node_id: &str, addr: SocketAddr) -> NodeLink {
+        self.service.link_to(node_id, addr)
+    }
+
+    /// Closes and forgets a peer's link (see [`LinkService::forget`]).
+    pub fn forget(&self, node_id: &str) -> bool {
+        self.service.forget(node_id)
     }
 
     /// Stops listening and closes every accepted link at once: the peers see their streams
