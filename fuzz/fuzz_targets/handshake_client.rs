@@ -24,7 +24,9 @@ fuzz_target!(|body: &[u8]| {
             assert_eq!(info.raw, v);
             assert_eq!(v["code"].as_u64(), Some(u64::from(info.code)));
             if info.code != 200 {
-                assert!(info.heartbeat.is_none() && info.dict.is_none() && info.serializer.is_none());
+                assert!(
+                    info.heartbeat.is_none() && info.dict.is_none() && info.serializer.is_none()
+                );
                 return;
             }
             let sys = &v["sys"];

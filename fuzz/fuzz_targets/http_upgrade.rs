@@ -55,9 +55,17 @@ fn expect(read: &[u8], restricted: bool) -> Expect {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(read) {
-        Err(_) => return Expect::Status { status: 400, head_only: false },
+        Err(_) => {
+            return Expect::Status {
+                status: 400,
+                head_only: false,
+            }
+        }
         Ok(httparse::Status::Partial) if read.len() >= MAX_HEAD => {
-            return Expect::Status { status: 431, head_only: false }
+            return Expect::Status {
+                status: 431,
+                head_only: false,
+            }
         }
         Ok(httparse::Status::Partial) => return Expect::Nothing,
         Ok(httparse::Status::Complete(n)) => n,
@@ -72,11 +80,17 @@ fn expect(read: &[u8], restricted: bool) -> Expect {
     let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if upgrade && path.split('?').next() == Some("/ws") {
         if restricted && header("origin").as_deref() != Some(ORIGIN) {
-            return Expect::Status { status: 403, head_only: false };
+            return Expect::Status {
+                status: 403,
+                head_only: false,
+            };
         }
         return match header("sec-websocket-key") {
             Some(key) => Expect::Upgrade { key, head_len },
-            None => Expect::Status { status: 400, head_only: false },
+            None => Expect::Status {
+                status: 400,
+                head_only: false,
+            },
         };
     }
     let status = if path == "/hello" { 200 } else { 404 };
@@ -93,7 +107,10 @@ fn check_response(out: &[u8], status: u16, head_only: bool) {
     let mut resp = httparse::Response::new(&mut headers);
     let n = match resp.parse(out) {
         Ok(httparse::Status::Complete(n)) => n,
-        other => panic!("not a response head: {other:?} in {:?}", String::from_utf8_lossy(out)),
+        other => panic!(
+            "not a response head: {other:?} in {:?}",
+            String::from_utf8_lossy(out)
+        ),
     };
     assert_eq!(resp.code, Some(status));
     let len: usize = resp
@@ -103,7 +120,11 @@ fn check_response(out: &[u8], status: u16, head_only: bool) {
         .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
         .expect("a Content-Length");
     let body = if head_only { 0 } else { len };
-    assert_eq!(out.len(), n + body, "body length differs from Content-Length");
+    assert_eq!(
+        out.len(),
+        n + body,
+        "body length differs from Content-Length"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -118,8 +139,15 @@ fuzz_target!(|data: &[u8]| {
     let read = &input[..stream.delivered()];
     match expect(read, restricted) {
         Expect::Nothing => {
-            assert!(leftover.is_none() && stream.written.is_empty(), "answered a cut head");
-            assert_eq!(read.len(), input.len(), "stopped reading a cut head before the end");
+            assert!(
+                leftover.is_none() && stream.written.is_empty(),
+                "answered a cut head"
+            );
+            assert_eq!(
+                read.len(),
+                input.len(),
+                "stopped reading a cut head before the end"
+            );
         }
         Expect::Upgrade { key, head_len } => {
             let leftover = leftover.expect("did not upgrade");

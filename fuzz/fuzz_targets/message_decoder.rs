@@ -76,11 +76,15 @@ fn check(body: &[u8], msg: &Message, dict: Option<&Dictionary>) {
         .and_then(|r| dict.and_then(|d| d.code(r)));
     assert_eq!(again.route_code, code);
 
-    let minimal_id = !msg.kind.has_id()
-        || decode_varint(&body[1..]).is_ok_and(|(v, n)| n == varint_len(v));
+    let minimal_id =
+        !msg.kind.has_id() || decode_varint(&body[1..]).is_ok_and(|(v, n)| n == varint_len(v));
     let compressed_as_encoded = (flag & 0x01 != 0) == code.is_some();
     if minimal_id && compressed_as_encoded {
-        assert_eq!(&out[HEADER_LEN..], body, "canonical body re-encoded differently");
+        assert_eq!(
+            &out[HEADER_LEN..],
+            body,
+            "canonical body re-encoded differently"
+        );
     }
 }
 
@@ -94,7 +98,11 @@ fuzz_target!(|data: &[u8]| {
     let with = Message::decode(bytes, Some(dict));
     match &plain {
         Ok(msg) => {
-            assert_eq!(with.as_ref(), Ok(msg), "a dictionary changed a plain decode");
+            assert_eq!(
+                with.as_ref(),
+                Ok(msg),
+                "a dictionary changed a plain decode"
+            );
             check(body, msg, None);
         }
         Err(MessageError::MissingDictionary) => assert!(body[0] & 0x01 != 0),

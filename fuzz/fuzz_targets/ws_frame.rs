@@ -31,10 +31,16 @@ fuzz_target!(|data: &[u8]| {
     let split = run(limit, stream, Splits::new(*seed, stream.len()));
 
     assert_eq!(split.error, whole.error, "split parse ended differently");
-    assert_eq!(split.answers, whole.answers, "split parse answered differently");
+    assert_eq!(
+        split.answers, whole.answers,
+        "split parse answered differently"
+    );
     assert_eq!(split.closed, whole.closed);
     if whole.error.is_some() {
-        assert!(split.data.starts_with(&whole.data), "payload differs before the error");
+        assert!(
+            split.data.starts_with(&whole.data),
+            "payload differs before the error"
+        );
     } else {
         assert_eq!(split.data, whole.data, "split parse unmasked differently");
         if !whole.closed {

@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
     let mut buf = BytesMut::new();
     let ending = loop {
         // Every call reads at least one byte or ends: bounded by the input length.
-        assert!(delivered.len() <= stream.len(), "delivered more than arrived");
+        assert!(
+            delivered.len() <= stream.len(),
+            "delivered more than arrived"
+        );
         let before = buf.len();
         match block_on(source.read_into(&mut buf)) {
             Ok(0) => {
@@ -53,7 +56,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(delivered.starts_with(&reference.data));
         return;
     }
-    assert_eq!(delivered, reference.data, "delivered other bytes than the frames carry");
+    assert_eq!(
+        delivered, reference.data,
+        "delivered other bytes than the frames carry"
+    );
     if reference.closed || (reference.left == 0 && reference.boundary) {
         assert_eq!(ending, Ok(()));
     } else {

@@ -252,7 +252,11 @@ pub fn frame_run(limit: usize, stream: &[u8], chunks: impl Iterator<Item = usize
                 }
             }
             if !progress {
-                assert!(raw.len() <= MAX_LEFT, "left {} bytes after a quiet pass", raw.len());
+                assert!(
+                    raw.len() <= MAX_LEFT,
+                    "left {} bytes after a quiet pass",
+                    raw.len()
+                );
                 break;
             }
         }
@@ -261,7 +265,6 @@ pub fn frame_run(limit: usize, stream: &[u8], chunks: impl Iterator<Item = usize
     out.boundary = reader.at_boundary();
     out
 }
-
 
 /// The payload limits the WebSocket targets try.
 pub const WS_LIMITS: [usize; 8] = [0, 1, 125, 126, 1000, 65_535, 65_536, 1 << 20];

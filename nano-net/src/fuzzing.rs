@@ -30,7 +30,7 @@ use crate::transport::PacketSource;
 use crate::HttpHandler;
 
 #[path = "ws/frame.rs"]
-#[allow(dead_code, unreachable_pub)]
+#[allow(dead_code, unreachable_pub, clippy::duplicate_mod)]
 mod frame;
 
 /// The peer address handed to the handshake functions.
