@@ -139,6 +139,16 @@ def main():
                 write(corpus, "ws_frame", bytes([limit, split]) + fr)
                 write(corpus, "ws_source", bytes([limit, split]) + fr)
 
+    # Inputs that once failed a target (fuzz/regressions/<target>-<what>): always seeds.
+    regressions = os.path.join(os.path.dirname(os.path.abspath(__file__)), "regressions")
+    for name in sorted(os.listdir(regressions)) if os.path.isdir(regressions) else []:
+        with open(os.path.join(regressions, name), "rb") as f:
+            data = f.read()
+        for target in ("packet_decoder", "message_decoder", "handshake_server",
+                       "handshake_client", "ws_frame", "ws_source", "http_upgrade"):
+            if name.startswith(target + "-"):
+                write(corpus, target, data)
+
     for head in http_heads():
         for cfg in (0, 1):
             for split in SPLITS:

@@ -8,8 +8,8 @@
 //!
 //! Checks, beyond "no panic":
 //! - a pass never grows the buffer (the reader reserves nothing, whatever a header announces),
-//!   and once a pass yields nothing at most one incomplete control frame (6 + 125 bytes) or
-//!   frame header (14 bytes) is left;
+//!   and once a pass yields nothing at most one incomplete control frame is left (14 + 125
+//!   bytes: tungstenite accepts a control frame's length in the 64-bit form);
 //! - the split parse yields the same pings and close, at the same places in the payload
 //!   stream, the same payload bytes (unmasking across chunk boundaries), and the same error,
 //!   as the whole one; on an error, the whole parse's payload is a prefix of the split one's

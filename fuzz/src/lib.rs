@@ -195,9 +195,9 @@ impl AsyncWrite for SharedStream {
     }
 }
 
-/// The most a quiescent pass leaves: a masked control frame (6-byte header, 125-byte payload)
-/// one byte short.
-pub const MAX_LEFT: usize = 6 + 125 - 1;
+/// The most a quiescent pass leaves: a control frame one byte short. Its header can be the
+/// longest one (14 bytes), as a peer may encode a length of at most 125 in 64 bits.
+pub const MAX_LEFT: usize = 14 + 125 - 1;
 
 /// What [`frame_run`] saw.
 #[derive(Debug, Default)]
