@@ -39,8 +39,9 @@ pub use nano_core::component::{self, Context, HandlerInfo};
 pub use nano_core::protocol;
 pub use nano_core::testing;
 pub use nano_core::{
-    Component, Decode, Encode, Engine, EngineBuilder, Envelope, Error, Group, Json, Link, Pipeline,
-    Protobuf, Result, Scheduler, Serializer, Session, TimerId, DEFAULT_SCHEDULER,
+    Component, Decode, Encode, Engine, EngineBuilder, Envelope, Error, Group, Json, Link,
+    OrInternal, OverLimit, Pipeline, Protobuf, RateLimit, Result, Scheduler, Serializer, Session,
+    TimerId, DEFAULT_SCHEDULER,
 };
 pub use nano_macros::component;
 pub use nano_net::*;
@@ -50,7 +51,9 @@ pub use nano_core::private as __private;
 
 /// The imports most applications need: `use nano::prelude::*;`.
 pub mod prelude {
-    pub use crate::{component, Context, Error, Group, Json, Protobuf, Result, Session};
+    pub use crate::{
+        component, Context, Error, Group, Json, OrInternal, Protobuf, Result, Session,
+    };
     pub use bytes::Bytes;
     pub use serde::{Deserialize, Serialize};
 }

@@ -82,5 +82,7 @@ async fn chat_room_like_go_nano() {
     assert!(left["content"].as_str().unwrap().starts_with("User left: "));
     assert!(stats.inbound.load(std::sync::atomic::Ordering::Relaxed) >= 4);
     assert!(stats.outbound.load(std::sync::atomic::Ordering::Relaxed) >= 6);
-    server.shutdown().await;
+    timeout(T, server.shutdown())
+        .await
+        .expect("shutdown within the bound");
 }

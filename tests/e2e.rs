@@ -1,22 +1,20 @@
 //! End to end over real sockets on 127.0.0.1, TCP and WebSocket, with the Rust client and with
 //! raw sockets for what a well-behaved client never sends.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use nano::prelude::*;
-use nano::protocol::{DataPacketWriter, Message, MessageType, Packet, PacketCodec, PacketType};
-use nano::{Client, ClientError, ClientEvent, Server, TlsConfig, Transport};
+use nano::protocol::{Message, MessageType, Packet, PacketType};
+use nano::{Client, ClientError, Server, TlsConfig, Transport};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-const T: Duration = Duration::from_secs(10);
+mod common;
+
+use common::{request_packet, Raw, Via, BOTH, T};
 
 struct Lobby {
     group: Group,
@@ -48,17 +46,6 @@ impl Lobby {
     pub fn boom(&mut self, _s: &Session) -> Result<()> {
         panic!("boom")
     }
-
-    /// Pushes `n` pushes of 16 KiB.
-    pub fn flood(&mut self, s: &Session, n: usize) -> Result<()> {
-        let blob = "x".repeat(16 * 1024);
-        for _ in 0..n {
-            if s.push("onFlood", &blob).is_err() {
-                break;
-            }
-        }
-        Ok(())
-    }
 }
 
 fn lobby() -> Lobby {
@@ -79,14 +66,6 @@ async fn server_with(f: impl FnOnce(nano::App) -> nano::App) -> Server<Json> {
 async fn server() -> Server<Json> {
     server_with(|a| a).await
 }
-
-#[derive(Clone, Copy, Debug)]
-enum Via {
-    Tcp,
-    Ws,
-}
-
-const BOTH: [Via; 2] = [Via::Tcp, Via::Ws];
 
 async fn connect(server: &Server<Json>, via: Via) -> Client {
     match via {
@@ -178,109 +157,24 @@ async fn broadcast_reaches_a_hundred_clients() {
 // ---------------------------------------------------------------------------------------------
 // Raw connections.
 
-enum Raw {
-    Tcp(TcpStream, BytesMut),
-    Ws(
-        Box<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>>,
-        BytesMut,
-    ),
-}
-
-impl Raw {
-    async fn open(server: &Server<Json>, via: Via) -> Raw {
-        match via {
-            Via::Tcp => Raw::Tcp(
-                TcpStream::connect(server.addr(Transport::Tcp).unwrap())
-                    .await
-                    .unwrap(),
-                BytesMut::new(),
-            ),
-            Via::Ws => {
-                let url = format!("ws://{}/nano", server.addr(Transport::WebSocket).unwrap());
-                let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-                Raw::Ws(Box::new(ws), BytesMut::new())
-            }
+async fn raw(server: &Server<Json>, via: Via) -> Raw {
+    match via {
+        Via::Tcp => Raw::tcp(server.addr(Transport::Tcp).unwrap()).await,
+        Via::Ws => {
+            Raw::ws(&format!(
+                "ws://{}/nano",
+                server.addr(Transport::WebSocket).unwrap()
+            ))
+            .await
         }
     }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        match self {
-            Raw::Tcp(s, _) => s.write_all(bytes).await.unwrap(),
-            Raw::Ws(ws, _) => ws
-                .send(WsMessage::Binary(Bytes::copy_from_slice(bytes)))
-                .await
-                .unwrap(),
-        }
-    }
-
-    /// The next packet, or `None` when the server closed the connection.
-    async fn packet(&mut self) -> Option<Packet> {
-        let mut codec = PacketCodec::new(nano::protocol::MAX_BODY_LEN);
-        loop {
-            let buf = match self {
-                Raw::Tcp(_, b) | Raw::Ws(_, b) => b,
-            };
-            if let Some(p) = codec.decode(buf).unwrap() {
-                return Some(p);
-            }
-            match self {
-                Raw::Tcp(s, b) => {
-                    if s.read_buf(b).await.unwrap_or(0) == 0 {
-                        return None;
-                    }
-                }
-                Raw::Ws(ws, b) => match ws.next().await {
-                    Some(Ok(WsMessage::Binary(d))) => b.extend_from_slice(&d),
-                    Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return None,
-                    Some(Ok(_)) => {}
-                },
-            }
-        }
-    }
-
-    async fn handshake(&mut self) -> Value {
-        let hs = Packet::new(
-            PacketType::Handshake,
-            json!({"sys": {"type": "raw", "version": "0.0.1"}, "user": {}}).to_string(),
-        );
-        self.send(&hs.encode().unwrap()).await;
-        let p = timeout(T, self.packet()).await.unwrap().unwrap();
-        assert_eq!(p.kind, PacketType::Handshake);
-        self.send(
-            &Packet::new(PacketType::HandshakeAck, Bytes::new())
-                .encode()
-                .unwrap(),
-        )
-        .await;
-        serde_json::from_slice(&p.body).unwrap()
-    }
-
-    /// Reads until the server closes; returns the packets seen before.
-    async fn until_closed(&mut self) -> Vec<Packet> {
-        let mut seen = Vec::new();
-        while let Some(p) = timeout(T, self.packet()).await.expect("server closes") {
-            seen.push(p);
-        }
-        seen
-    }
-}
-
-fn request_packet(
-    id: u64,
-    route: &str,
-    payload: &[u8],
-    dict: Option<&nano::protocol::Dictionary>,
-) -> Bytes {
-    let mut w = DataPacketWriter::request(id, route, dict).unwrap();
-    w.payload_mut().extend_from_slice(payload);
-    w.finish(64 * 1024).unwrap()
 }
 
 #[tokio::test]
 async fn a_hundred_pipelined_requests_in_one_write_are_all_answered_in_order() {
     let server = server().await;
     for via in BOTH {
-        let mut raw = Raw::open(&server, via).await;
+        let mut raw = raw(&server, via).await;
         raw.handshake().await;
         let mut batch = Vec::new();
         for id in 1..=100u64 {
@@ -293,7 +187,7 @@ async fn a_hundred_pipelined_requests_in_one_write_are_all_answered_in_order() {
         }
         raw.send(&batch).await;
         for id in 1..=100u64 {
-            let p = timeout(T, raw.packet()).await.unwrap().unwrap();
+            let p = raw.next().await.unwrap();
             assert_eq!(p.kind, PacketType::Data);
             let m = Message::decode(p.body, None).unwrap();
             assert_eq!(m.kind, MessageType::Response);
@@ -307,7 +201,7 @@ async fn a_hundred_pipelined_requests_in_one_write_are_all_answered_in_order() {
 async fn compressed_routes_both_ways() {
     let server = server().await;
     for via in BOTH {
-        let mut raw = Raw::open(&server, via).await;
+        let mut raw = raw(&server, via).await;
         let hs = raw.handshake().await;
         let dict = nano::protocol::Dictionary::from_json(&hs["sys"]["dict"]).unwrap();
         let code = dict.code("Lobby.PushMe").unwrap();
@@ -318,7 +212,7 @@ async fn compressed_routes_both_ways() {
         raw.send(&req).await;
         let mut saw_push = false;
         for _ in 0..2 {
-            let p = timeout(T, raw.packet()).await.unwrap().unwrap();
+            let p = raw.next().await.unwrap();
             let flag = p.body[0];
             let m = Message::decode(p.body, Some(&dict)).unwrap();
             if m.kind == MessageType::Push {
@@ -353,7 +247,7 @@ async fn every_invalid_vector_closes_only_its_own_connection() {
         let bystander = connect(&server, via).await;
         for case in v["invalid"].as_array().unwrap() {
             let name = case["name"].as_str().unwrap();
-            let mut raw = Raw::open(&server, via).await;
+            let mut raw = raw(&server, via).await;
             raw.handshake().await;
             raw.send(&hex(case["hex"].as_str().unwrap())).await;
             let seen = raw.until_closed().await;
@@ -375,88 +269,11 @@ async fn every_invalid_vector_closes_only_its_own_connection() {
 async fn oversized_header_is_refused_before_the_body() {
     let server = server().await;
     for via in BOTH {
-        let mut raw = Raw::open(&server, via).await;
+        let mut raw = raw(&server, via).await;
         raw.handshake().await;
         // Only the header: the server must not wait for 16 MiB before refusing.
         raw.send(&[0x04, 0x10, 0x00, 0x00]).await; // 1 MiB announced
         raw.until_closed().await;
-    }
-}
-
-#[tokio::test]
-async fn handshake_timeout_and_data_before_ack_close_the_connection() {
-    let server = server_with(|a| a.handshake_timeout(Duration::from_millis(300))).await;
-    for via in BOTH {
-        let mut raw = Raw::open(&server, via).await;
-        let started = std::time::Instant::now();
-        raw.until_closed().await;
-        assert!(started.elapsed() < Duration::from_secs(5), "{via:?}");
-
-        let mut raw = Raw::open(&server, via).await;
-        raw.send(&request_packet(1, "Lobby.Echo", b"1", None)).await;
-        let seen = raw.until_closed().await;
-        assert!(
-            seen.is_empty(),
-            "{via:?}: data before the handshake is refused"
-        );
-    }
-}
-
-#[tokio::test]
-async fn a_silent_client_is_kicked_after_two_heartbeats() {
-    let server = server_with(|a| a.heartbeat(Some(Duration::from_secs(1)))).await;
-    for via in BOTH {
-        let builder = Client::<Json>::builder().heartbeat(false);
-        let c = match via {
-            Via::Tcp => {
-                builder
-                    .connect_tcp(server.addr(Transport::Tcp).unwrap())
-                    .await
-            }
-            Via::Ws => {
-                builder
-                    .connect_ws(&format!(
-                        "ws://{}/nano",
-                        server.addr(Transport::WebSocket).unwrap()
-                    ))
-                    .await
-            }
-        }
-        .unwrap();
-        let ev = timeout(Duration::from_secs(8), c.closed()).await.unwrap();
-        assert!(matches!(ev, ClientEvent::Kicked { .. }), "{via:?}: {ev:?}");
-        assert!(c.heartbeats_received() >= 1, "the server sent heartbeats");
-    }
-    // A client that heartbeats stays.
-    let c = connect(&server, Via::Tcp).await;
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert!(!c.is_closed());
-    let v: Value = c.request("Lobby.Echo", &json!(2)).await.unwrap();
-    assert_eq!(v, json!(2));
-}
-
-#[tokio::test]
-async fn a_client_that_never_reads_is_disconnected() {
-    let server = server_with(|a| a.send_queue(16)).await;
-    for via in BOTH {
-        let mut raw = Raw::open(&server, via).await;
-        raw.handshake().await;
-        // Once this is answered the session is registered.
-        raw.send(&request_packet(9, "Lobby.Echo", b"0", None)).await;
-        timeout(T, raw.packet()).await.unwrap().unwrap();
-        let before = server.sessions();
-        // 4000 pushes of 16 KiB = 64 MiB: far more than socket buffers and the queue hold.
-        raw.send(&request_packet(1, "Lobby.Flood", b"4000", None))
-            .await;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while server.sessions() >= before {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{via:?}: not disconnected"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        drop(raw);
     }
 }
 
@@ -493,57 +310,6 @@ async fn tls_on_tcp_and_websocket() {
         .unwrap();
     let v: Value = c.request("Lobby.Echo", &json!("wss")).await.unwrap();
     assert_eq!(v, json!("wss"));
-}
-
-#[tokio::test]
-async fn graceful_shutdown_kicks_every_client() {
-    let closed = Arc::new(AtomicUsize::new(0));
-    let server = server().await;
-    let mut clients = Vec::new();
-    for i in 0..10 {
-        clients.push(connect(&server, if i % 2 == 0 { Via::Tcp } else { Via::Ws }).await);
-    }
-    let _ = closed.load(Ordering::SeqCst);
-    timeout(T, server.shutdown())
-        .await
-        .expect("bounded shutdown");
-    for c in &clients {
-        let ev = timeout(T, c.closed()).await.unwrap();
-        assert!(matches!(ev, ClientEvent::Kicked { .. }), "{ev:?}");
-    }
-}
-
-#[tokio::test]
-async fn plain_http_and_origin_check_on_the_websocket_port() {
-    let server = server_with(|a| {
-        a.allowed_origins(["http://good.example"])
-            .http_handler(|req| {
-                (req.path == "/hello").then(|| nano::HttpResponse::ok("text/plain", "hi there"))
-            })
-    })
-    .await;
-    let addr = server.addr(Transport::WebSocket).unwrap();
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    assert!(out.ends_with("hi there"));
-
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("ws://{addr}/nano").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Origin", "http://evil.example".parse().unwrap());
-    assert!(
-        tokio_tungstenite::connect_async(req).await.is_err(),
-        "bad origin refused"
-    );
-    let mut req = format!("ws://{addr}/nano").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Origin", "http://good.example".parse().unwrap());
-    assert!(tokio_tungstenite::connect_async(req).await.is_ok());
 }
 
 #[tokio::test]
@@ -589,36 +355,6 @@ async fn a_handshake_validator_can_refuse() {
 }
 
 #[tokio::test]
-async fn the_connection_limit_is_enforced() {
-    let server = server_with(|a| a.max_connections(2)).await;
-    let a = connect(&server, Via::Tcp).await;
-    let b = connect(&server, Via::Ws).await;
-    let third = Client::<Json>::builder()
-        .request_timeout(Duration::from_secs(3))
-        .connect_tcp(server.addr(Transport::Tcp).unwrap())
-        .await;
-    assert!(third.is_err(), "a third connection is refused");
-    a.close().await;
-    drop(a);
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        if let Ok(c) = Client::<Json>::builder()
-            .request_timeout(Duration::from_secs(3))
-            .connect_tcp(server.addr(Transport::Tcp).unwrap())
-            .await
-        {
-            let v: Value = c.request("Lobby.Echo", &json!(4)).await.unwrap();
-            assert_eq!(v, json!(4));
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the slot was freed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let v: Value = b.request("Lobby.Echo", &json!(5)).await.unwrap();
-    assert_eq!(v, json!(5));
-}
-
-#[tokio::test]
 async fn a_websocket_protocol_error_gets_a_close_frame() {
     let server = server().await;
     let url = format!("ws://{}/nano", server.addr(Transport::WebSocket).unwrap());
@@ -653,4 +389,161 @@ async fn a_websocket_protocol_error_gets_a_close_frame() {
         tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Protocol
     );
     assert!(!frame.reason.is_empty());
+}
+
+#[tokio::test]
+async fn handshake_timeout_and_data_before_ack_close_the_connection() {
+    let hs_timeout = Duration::from_millis(300);
+    let server = server_with(|a| a.handshake_timeout(hs_timeout)).await;
+    for via in BOTH {
+        // Nothing at all: closed after the handshake timeout, not before, not much after.
+        let mut silent = raw(&server, via).await;
+        let started = std::time::Instant::now();
+        assert!(silent.until_closed().await.is_empty(), "{via:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= hs_timeout - Duration::from_millis(50),
+            "{via:?}: closed after {waited:?}, before the handshake timeout"
+        );
+        assert!(waited < Duration::from_secs(5), "{via:?}: {waited:?}");
+
+        // Handshake answered, then a Data packet before the HandshakeAck.
+        let mut eager = raw(&server, via).await;
+        let hs = eager.handshake_only().await;
+        assert_eq!(hs["code"], 200, "{via:?}");
+        eager
+            .send(&request_packet(1, "Lobby.Echo", b"1", None))
+            .await;
+        let seen = eager.until_closed().await;
+        assert!(
+            seen.iter().all(|p| p.kind != PacketType::Data),
+            "{via:?}: data before the ack is not served: {seen:?}"
+        );
+    }
+}
+
+/// A raw client that never heartbeats: the server sends a heartbeat each interval, then, after
+/// two of them, a Kick packet no earlier than two intervals after the client's last packet
+/// (and not much later), then closes.
+async fn kicked_for_silence(server: &Server<Json>, via: Via, interval: Duration) {
+    let mut raw = raw(server, via).await;
+    raw.handshake().await;
+    let last_sent = std::time::Instant::now(); // the HandshakeAck
+    let mut heartbeats = 0;
+    let kick = loop {
+        let p = raw.next().await.expect("a Kick before the close");
+        match p.kind {
+            PacketType::Heartbeat => heartbeats += 1,
+            PacketType::Kick => break p,
+            other => panic!("{via:?}: unexpected {other:?}"),
+        }
+    };
+    let silent_for = last_sent.elapsed();
+    assert!(
+        silent_for >= 2 * interval - Duration::from_millis(150),
+        "{via:?}: kicked after {silent_for:?} of silence, before two intervals of {interval:?}"
+    );
+    assert!(
+        silent_for < 3 * interval + Duration::from_secs(2),
+        "{via:?}: kicked only after {silent_for:?}"
+    );
+    // One heartbeat per interval while silent: the kick comes after two of them.
+    assert!(
+        heartbeats >= 2,
+        "{via:?}: kicked after {heartbeats} heartbeat(s), {silent_for:?} of silence"
+    );
+    let body: Value = serde_json::from_slice(&kick.body).unwrap();
+    assert_eq!(body["reason"], "heartbeat timeout", "{via:?}");
+    assert!(
+        raw.until_closed().await.is_empty(),
+        "{via:?}: closed after the kick"
+    );
+}
+
+/// A raw client that answers every heartbeat stays through `n` of them (more than two
+/// intervals) and is still served.
+async fn kept_while_heartbeating(server: &Server<Json>, via: Via, n: usize) {
+    let mut raw = raw(server, via).await;
+    raw.handshake().await;
+    let heartbeat = Packet::heartbeat().encode().unwrap();
+    for _ in 0..n {
+        let p = raw.next().await.expect("still connected");
+        assert_eq!(p.kind, PacketType::Heartbeat, "{via:?}: {p:?}");
+        raw.send(&heartbeat).await;
+    }
+    raw.send(&request_packet(1, "Lobby.Echo", b"2", None)).await;
+    let p = raw.next_non_heartbeat().await.expect("answered");
+    let m = Message::decode(p.body, None).unwrap();
+    assert_eq!((m.id, &m.payload[..]), (1, &b"2"[..]), "{via:?}");
+}
+
+#[tokio::test]
+async fn a_silent_client_is_kicked_after_two_heartbeats() {
+    let interval = Duration::from_secs(1);
+    let server = server_with(|a| a.heartbeat(Some(interval))).await;
+    let hs = raw(&server, Via::Tcp).await.handshake().await;
+    assert_eq!(hs["sys"]["heartbeat"], 1, "the interval is announced");
+    tokio::join!(
+        kicked_for_silence(&server, Via::Tcp, interval),
+        kicked_for_silence(&server, Via::Ws, interval),
+        kept_while_heartbeating(&server, Via::Tcp, 3),
+        kept_while_heartbeating(&server, Via::Ws, 3),
+    );
+}
+
+/// Opens a raw TCP connection and sends a Handshake: the connection when it is answered,
+/// `None` when the server closes it without a packet (within the bound).
+async fn admitted(server: &Server<Json>) -> Option<Raw> {
+    let mut raw = raw(server, Via::Tcp).await;
+    let hs = Packet::new(PacketType::Handshake, r#"{"sys":{"type":"raw"}}"#);
+    raw.send(&hs.encode().unwrap()).await;
+    let p = raw.next().await?;
+    assert_eq!(p.kind, PacketType::Handshake, "{p:?}");
+    Some(raw)
+}
+
+#[tokio::test]
+async fn the_connection_limit_is_enforced() {
+    let server = server_with(|a| a.max_connections(2)).await;
+    let a = connect(&server, Via::Tcp).await;
+    let b = connect(&server, Via::Ws).await;
+    for _ in 0..3 {
+        // Closed by the server at once (`admitted` fails the test if it hangs).
+        let started = std::time::Instant::now();
+        assert!(
+            admitted(&server).await.is_none(),
+            "a third connection is refused"
+        );
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "refused only after {took:?}");
+    }
+    assert_eq!(server.connections(), 2);
+    a.close().await;
+    drop(a);
+    // The slot is freed once a's task ends; every refused attempt is closed by the server
+    // (an event), so this loop is paced by the server, bounded by T.
+    let mut c = timeout(T, async {
+        loop {
+            if let Some(c) = admitted(&server).await {
+                break c;
+            }
+        }
+    })
+    .await
+    .expect("the slot left by a is given to a new connection");
+    c.send(
+        &Packet::new(PacketType::HandshakeAck, Bytes::new())
+            .encode()
+            .unwrap(),
+    )
+    .await;
+    c.send(&request_packet(1, "Lobby.Echo", b"4", None)).await;
+    let p = c
+        .next_non_heartbeat()
+        .await
+        .expect("the newcomer is served");
+    let m = Message::decode(p.body, None).unwrap();
+    assert_eq!((m.id, &m.payload[..]), (1, &b"4"[..]));
+    let v: Value = b.request("Lobby.Echo", &json!(5)).await.unwrap();
+    assert_eq!(v, json!(5));
 }

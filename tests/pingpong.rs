@@ -60,5 +60,7 @@ async fn echo_and_ping_over_tcp_and_websocket_with_protobuf_and_compressed_route
             Some("NANO-404")
         );
     }
-    server.shutdown().await;
+    timeout(Duration::from_secs(10), server.shutdown())
+        .await
+        .expect("shutdown within the bound");
 }

@@ -266,7 +266,11 @@ async fn groups_track_members_and_survive_full_or_closed_members() {
     for c in [&a, &full, &gone, &b] {
         g.add(c.session()).unwrap();
     }
-    assert!(g.add(a.session()).is_err(), "duplicate add is an error");
+    assert_eq!(
+        g.add(a.session()).unwrap_err().code(),
+        "NANO-409",
+        "duplicate add is a conflict"
+    );
     assert_eq!(g.count(), 4);
     assert_eq!(g.members(), vec!["alice".to_string(), "bob".to_string()]);
     assert!(g.contains("bob"));
@@ -408,7 +412,9 @@ async fn lifecycle_hooks_run_in_nanos_order() {
     )
     .await
     .unwrap();
-    h.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(10), h.shutdown())
+        .await
+        .expect("shutdown within the bound");
     assert_eq!(
         *j.lock().unwrap(),
         [
@@ -427,13 +433,15 @@ async fn lifecycle_hooks_run_in_nanos_order() {
 // ---------------------------------------------------------------------------------------------
 // Parallel schedulers.
 
-struct Waiter(Arc<AtomicBool>);
+/// The flag the releaser sets, and how the waiter tells the test it is running.
+struct Waiter(Arc<AtomicBool>, Arc<tokio::sync::Notify>);
 struct Releaser(Arc<AtomicBool>);
 
 #[component]
 impl Waiter {
     /// Blocks its scheduler until the releaser (on another scheduler) runs.
     pub fn wait(&mut self, _s: &Session) -> Result<bool> {
+        self.1.notify_one();
         let start = std::time::Instant::now();
         while !self.0.load(Ordering::SeqCst) {
             if start.elapsed() > Duration::from_secs(5) {
@@ -456,9 +464,10 @@ impl Releaser {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn components_on_their_own_schedulers_run_in_parallel() {
     let flag = Arc::new(AtomicBool::new(false));
+    let waiting = Arc::new(tokio::sync::Notify::new());
     let h = Harness::start(
         EngineBuilder::new()
-            .component_on(Waiter(flag.clone()), "waiting")
+            .component_on(Waiter(flag.clone(), waiting.clone()), "waiting")
             .component_on(Releaser(flag), "releasing"),
     )
     .await
@@ -467,12 +476,19 @@ async fn components_on_their_own_schedulers_run_in_parallel() {
     let a = h.connect();
     let b = h.connect();
     let waited = tokio::spawn(async move { a.request::<_, bool>("Waiter.Wait", &()).await });
-    let released = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        b.request::<_, ()>("Releaser.Release", &()).await
-    });
-    let (waited, released) = (waited.await.unwrap(), released.await.unwrap());
+    // The release is sent only once the waiter holds its scheduler: on a shared scheduler it
+    // would queue behind the wait, and the wait would give up (false).
+    tokio::time::timeout(Duration::from_secs(10), waiting.notified())
+        .await
+        .expect("the waiter started");
+    let released = tokio::time::timeout(
+        Duration::from_secs(10),
+        b.request::<_, ()>("Releaser.Release", &()),
+    )
+    .await
+    .expect("the releaser answered while the waiter was busy");
     released.unwrap();
+    let waited = waited.await.unwrap();
     assert!(
         waited.unwrap(),
         "the releaser ran while the waiter was busy"
@@ -561,7 +577,11 @@ async fn the_dictionary_is_stable_and_offered_in_the_handshake() {
         a.dictionary().code("Echo.Echo").unwrap()
     );
     let dup = EngineBuilder::new().component(Echo).component(Echo).build();
-    assert!(dup.is_err(), "the same route twice is refused");
+    let err = dup.err().expect("the same route twice is refused");
+    assert!(
+        err.to_string().contains("Echo.Echo"),
+        "names the route: {err}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,6 +11,11 @@
 //! - Members leave the room when they disconnect (a session-closed callback tells the others
 //!   with an `onLeave` push, which go-nano clients ignore); a traffic-stats
 //!   pipeline counts inbound and outbound messages, and a timer logs the room size.
+//! - The push routes are in the route dictionary, but a client gets them compressed only after
+//!   it sent a route as one of the handshake's `dict` codes itself: clients that ignore the
+//!   dictionary (go-nano's demo client, string-route-only clients, pypomelo, which compresses
+//!   with pomelo 2.x's `routeToCode` but cannot decode codes) get every push with its string
+//!   route. `tests/python/run.sh` runs pypomelo against this example.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::scheduler::{Scheduler, TimerId};
+use crate::scheduler::{Lane, Scheduler, TimerId};
 use crate::session::lock;
 use crate::shared::Shared;
 use crate::{Error, Serializer, Session};
@@ -173,10 +173,17 @@ impl<C: Component> Context<C> {
 
     /// Runs `f` on the component's scheduler, after the work already queued (go-nano's
     /// `scheduler.Run`).
+    ///
+    /// These jobs share one lane of the scheduler (see [`Scheduler`]): they run in the order
+    /// they were submitted, taking turns with the sessions' messages.
     pub fn run(&self, f: impl FnOnce(&mut C) + Send + 'static) {
+        self.run_in(Lane::WORK, f);
+    }
+
+    fn run_in(&self, lane: Lane, f: impl FnOnce(&mut C) + Send + 'static) {
         let f = on_slot::<C>(f);
         let job = crate::scheduler::Job::Sync(Box::new(move |state| f(state)));
-        if !self.scheduler.enqueue(self.slot, job) {
+        if !self.scheduler.enqueue(lane, self.slot, job) {
             tracing::debug!(component = C::NAME, "scheduler stopped; job dropped");
         }
     }
@@ -210,7 +217,10 @@ impl<C: Component> Context<C> {
         )
     }
 
-    /// Cancels a timer; a cancelled timer never fires again. Cancelling twice is harmless.
+    /// Cancels a timer; a cancelled timer never fires again, even when it has expired and its
+    /// callback is already queued behind other work: the callback is skipped. (A callback
+    /// already running on another thread — cancel called from off the scheduler — finishes.)
+    /// Cancelling twice, or a timer that has fired, is harmless.
     pub fn cancel(&self, id: TimerId) {
         self.scheduler.cancel_timer(id);
     }
@@ -230,7 +240,8 @@ impl<C: Component> Context<C> {
     }
 
     /// Registers a callback run (on this component's scheduler) whenever a session closes,
-    /// for whatever reason (go-nano's `session.Lifetime.OnClosed`).
+    /// for whatever reason (go-nano's `session.Lifetime.OnClosed`). It runs in the session's
+    /// lane, after the session's messages already queued.
     pub fn on_session_closed(
         &self,
         f: impl Fn(&mut C, &Session<C::Serializer>) + Send + Sync + 'static,
@@ -240,7 +251,7 @@ impl<C: Component> Context<C> {
         let hook = Arc::new(move |session: &Session<C::Serializer>| {
             let f = f.clone();
             let session = session.clone();
-            ctx.run(move |c| f(c, &session));
+            ctx.run_in(Lane::session(session.id()), move |c| f(c, &session));
         });
         lock(&self.shared.closed_hooks).push(hook);
     }

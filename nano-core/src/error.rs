@@ -16,6 +16,9 @@ pub const CODE_FORBIDDEN: &str = "NANO-403";
 pub const CODE_NOT_FOUND: &str = "NANO-404";
 /// `NANO-410`: the session is closed.
 pub const CODE_CLOSED: &str = "NANO-410";
+/// `NANO-429`: the session sent more messages than its rate limit allows (see
+/// [`RateLimit`](crate::RateLimit)).
+pub const CODE_TOO_MANY_REQUESTS: &str = "NANO-429";
 /// `NANO-500`: the handler failed or panicked.
 pub const CODE_INTERNAL: &str = "NANO-500";
 /// `NANO-503`: the server is shutting down or a component is gone.
@@ -24,8 +27,34 @@ pub const CODE_UNAVAILABLE: &str = "NANO-503";
 /// A client-visible error: a stable string code, a human-readable message and string metadata.
 ///
 /// Handlers return `Result<T, Error>` (see [`Result`]); an `Err` is answered to the client as
-/// an error response. Any `std::error::Error` converts into an `Error` with code `NANO-500`, so
-/// `?` works on I/O, parse and database errors inside handlers.
+/// an error response. An error made with a code ([`Error::new`], [`Error::bad_request`], ...)
+/// reaches the client as it is.
+///
+/// # Errors from elsewhere never reach clients
+///
+/// `?` converts the common library errors (`std::io::Error`, `serde_json::Error`, prost's
+/// errors, number and UTF-8 parse errors, `std::fmt::Error`, tokio's `JoinError`) into a
+/// `NANO-500` whose message is only `"internal error"`: their text (file paths, SQL, addresses)
+/// is traced with `tracing::error!`, never sent. Any other error converts the same way with
+/// [`Error::internal_from`] or [`OrInternal::or_internal`], and with the `anyhow` feature
+/// `anyhow::Error` converts with `?`.
+///
+/// `Error` implements `std::error::Error`, so `?` also works the other way, into
+/// `anyhow::Result` or `Box<dyn std::error::Error>`.
+///
+/// ```
+/// use nano_core::{Error, OrInternal, Result};
+///
+/// fn load(path: &str) -> Result<String> {
+///     let text = std::fs::read_to_string(path)?; // io::Error: NANO-500 "internal error"
+///     let n: u32 = text.trim().parse()?; // ParseIntError: the same
+///     let _ = u8::try_from(n).or_internal()?; // any other std error
+///     Ok(text)
+/// }
+///
+/// let e = load("/no/such/file").unwrap_err();
+/// assert_eq!((e.code(), e.message()), ("NANO-500", "internal error"));
+/// ```
 ///
 /// # Examples
 ///
@@ -75,6 +104,11 @@ impl Error {
     /// `NANO-410`: the session is closed.
     pub fn closed(msg: impl Into<String>) -> Self {
         Self::new(CODE_CLOSED, msg)
+    }
+
+    /// `NANO-429`: over the session's message rate limit.
+    pub fn too_many_requests(msg: impl Into<String>) -> Self {
+        Self::new(CODE_TOO_MANY_REQUESTS, msg)
     }
 
     /// `NANO-500`: handler failure or panic.
@@ -140,9 +174,90 @@ impl fmt::Display for Error {
     }
 }
 
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
-    fn from(e: E) -> Self {
-        Error::internal(e.to_string())
+impl std::error::Error for Error {}
+
+/// The message clients get for an error converted from another type.
+pub const INTERNAL_MESSAGE: &str = "internal error";
+
+impl Error {
+    /// `NANO-500` with the generic message `"internal error"` for an error from elsewhere; its
+    /// text and debug form go to the trace (`tracing::error!`), never to the client.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nano_core::Error;
+    ///
+    /// let secret = std::io::Error::other("cannot open /etc/game/db.conf");
+    /// let e = Error::internal_from(secret);
+    /// assert_eq!(e.code(), "NANO-500");
+    /// assert_eq!(e.message(), "internal error");
+    /// ```
+    pub fn internal_from(e: impl fmt::Display + fmt::Debug) -> Self {
+        tracing::error!(error = %e, detail = ?e, "internal error (sent to the client as NANO-500 \"internal error\")");
+        Error::internal(INTERNAL_MESSAGE)
+    }
+}
+
+/// Converts the error of a `Result` into a generic `NANO-500` [`Error`] (see
+/// [`Error::internal_from`]), for errors without a `From` conversion.
+///
+/// ```
+/// use nano_core::{OrInternal, Result};
+///
+/// fn small(n: u32) -> Result<u8> {
+///     u8::try_from(n).or_internal()
+/// }
+/// assert_eq!(small(300).unwrap_err().message(), "internal error");
+/// ```
+pub trait OrInternal<T> {
+    /// The value, or a `NANO-500` "internal error" with the detail traced.
+    ///
+    /// # Errors
+    ///
+    /// `NANO-500` when `self` is an `Err`.
+    fn or_internal(self) -> Result<T>;
+}
+
+impl<T, E: fmt::Display + fmt::Debug> OrInternal<T> for std::result::Result<T, E> {
+    fn or_internal(self) -> Result<T> {
+        self.map_err(Error::internal_from)
+    }
+}
+
+/// `From` conversions into a generic `NANO-500` for the error types handlers meet most.
+macro_rules! internal_from {
+    ($($ty:ty),* $(,)?) => {$(
+        impl From<$ty> for Error {
+            fn from(e: $ty) -> Self {
+                Error::internal_from(e)
+            }
+        }
+    )*};
+}
+
+internal_from!(
+    std::io::Error,
+    std::fmt::Error,
+    std::num::ParseIntError,
+    std::num::ParseFloatError,
+    std::num::TryFromIntError,
+    std::str::ParseBoolError,
+    std::str::Utf8Error,
+    std::string::FromUtf8Error,
+    std::net::AddrParseError,
+    std::time::SystemTimeError,
+    serde_json::Error,
+    prost::DecodeError,
+    prost::EncodeError,
+    tokio::task::JoinError,
+);
+
+#[cfg(feature = "anyhow")]
+impl From<anyhow::Error> for Error {
+    /// A generic `NANO-500`; the error chain is traced.
+    fn from(e: anyhow::Error) -> Self {
+        Error::internal_from(e)
     }
 }
 
@@ -164,4 +279,19 @@ pub(crate) struct ProtoError {
     pub msg: String,
     #[prost(btree_map = "string, string", tag = "3")]
     pub metadata: BTreeMap<String, String>,
+}
+
+#[cfg(all(test, feature = "anyhow"))]
+mod anyhow_tests {
+    use super::*;
+
+    #[test]
+    fn an_anyhow_error_becomes_a_generic_internal_error() {
+        fn handler() -> Result<()> {
+            Err(anyhow::anyhow!("select * from users: syntax error"))?;
+            Ok(())
+        }
+        let e = handler().unwrap_err();
+        assert_eq!((e.code(), e.message()), (CODE_INTERNAL, INTERNAL_MESSAGE));
+    }
 }

@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::session::{encode_push, encode_push_with, lock, EncodedPush};
+use bytes::BytesMut;
+
+use crate::session::{encode_push_with, lock, EncodedPush};
+use crate::shared::Shared;
 use crate::{Encode, Error, Json, Result, Serializer, Session};
 
 /// Removal of a member, called by a session when it closes.
@@ -13,9 +16,17 @@ pub(crate) trait Membership: Send + Sync {
 
 /// A named set of sessions, for broadcasts (a room, a match, a channel).
 ///
-/// A broadcast serializes the value and encodes the push packet **once**, then queues the same
-/// `Bytes` on every member. A member whose queue is full or closed does not stop delivery to the
-/// others. Members leave automatically when their session closes.
+/// A broadcast serializes the value **once** and encodes at most two push packets, each only if
+/// a member needs it: one with the compressed route for the members that use the route
+/// dictionary, one with the string route for the others (see [`Session::uses_route_dict`]).
+/// Every member gets a shared `Bytes` handle of its packet. A member whose queue is full or
+/// closed does not stop delivery to the others. Members leave automatically when their session
+/// closes.
+///
+/// No user code runs under the group's lock: a broadcast takes a shared list of the members,
+/// then serializes, filters and runs the outbound interceptors without the lock, so these may
+/// use the group (`count`, `members`, even `add`/`leave`); such a change applies to the next
+/// broadcast.
 ///
 /// # Examples
 ///
@@ -46,6 +57,35 @@ struct State<S> {
     closed: bool,
     /// Members by session id (join order for sessions of one process).
     members: BTreeMap<u64, Session<S>>,
+    /// The members as a shared list for broadcasts, made on the first broadcast after a
+    /// change: a broadcast under the lock clones one `Arc`, not every member handle.
+    snapshot: Option<Arc<[Session<S>]>>,
+}
+
+impl<S> State<S> {
+    fn insert(&mut self, session: &Session<S>) {
+        self.snapshot = None;
+        self.members.insert(session.id(), session.clone());
+    }
+
+    fn remove(&mut self, session_id: u64) -> bool {
+        let removed = self.members.remove(&session_id).is_some();
+        if removed {
+            self.snapshot = None;
+        }
+        removed
+    }
+
+    fn take(&mut self) -> BTreeMap<u64, Session<S>> {
+        self.snapshot = None;
+        std::mem::take(&mut self.members)
+    }
+
+    fn snapshot(&mut self) -> Arc<[Session<S>]> {
+        self.snapshot
+            .get_or_insert_with(|| self.members.values().cloned().collect())
+            .clone()
+    }
 }
 
 impl<S> Clone for Group<S> {
@@ -57,8 +97,9 @@ impl<S> Clone for Group<S> {
 }
 
 impl<S: Send + 'static> Membership for GroupInner<S> {
+    // Called by a closing session without its own lock held.
     fn remove_member(&self, session_id: u64) {
-        lock(&self.state).members.remove(&session_id);
+        lock(&self.state).remove(session_id);
     }
 }
 
@@ -71,6 +112,7 @@ impl<S: Serializer> Group<S> {
                 state: Mutex::new(State {
                     closed: false,
                     members: BTreeMap::new(),
+                    snapshot: None,
                 }),
             }),
         }
@@ -88,11 +130,9 @@ impl<S: Serializer> Group<S> {
     /// `NANO-409` when the session is already a member, `NANO-410` when the group or the
     /// session is closed.
     pub fn add(&self, session: &Session<S>) -> Result<()> {
-        {
+        let weak: Weak<GroupInner<S>> = Arc::downgrade(&self.inner);
+        session.join_group(weak, || {
             let mut st = self.state()?;
-            if session.is_closed() {
-                return Err(Error::closed("session closed"));
-            }
             if st.members.contains_key(&session.id()) {
                 return Err(Error::new(
                     "NANO-409",
@@ -103,24 +143,35 @@ impl<S: Serializer> Group<S> {
                     ),
                 ));
             }
-            st.members.insert(session.id(), session.clone());
-        }
-        let weak: Weak<GroupInner<S>> = Arc::downgrade(&self.inner);
-        session.joined(weak);
-        Ok(())
+            st.insert(session);
+            Ok(())
+        })
     }
 
     /// Removes a session; returns whether it was a member.
     pub fn leave(&self, session: &Session<S>) -> bool {
-        lock(&self.inner.state)
-            .members
-            .remove(&session.id())
-            .is_some()
+        session.leave_group(self.id(), || lock(&self.inner.state).remove(session.id()))
     }
 
     /// Removes every member.
     pub fn leave_all(&self) {
-        lock(&self.inner.state).members.clear();
+        let members = lock(&self.inner.state).take();
+        self.forget(members);
+    }
+
+    /// Tells sessions the group dropped that they are no longer in it (unless they joined
+    /// again meanwhile). Runs without the group's lock.
+    fn forget(&self, members: BTreeMap<u64, Session<S>>) {
+        for member in members.values() {
+            member.forget_group(self.id(), || {
+                lock(&self.inner.state).members.contains_key(&member.id())
+            });
+        }
+    }
+
+    /// The group's identity, as sessions record it.
+    fn id(&self) -> *const () {
+        Arc::as_ptr(&self.inner).cast::<()>()
     }
 
     /// The bound uids of the members (unbound members are left out), in join order.
@@ -181,11 +232,7 @@ impl<S: Serializer> Group<S> {
         value: &T,
         filter: impl FnMut(&Session<S>) -> bool,
     ) -> Result<()> {
-        self.deliver(
-            route,
-            |shared| encode_push::<S, T>(shared, route, value),
-            filter,
-        )
+        self.deliver(route, |buf| value.encode(buf), filter)
     }
 
     /// Pushes an already-serialized payload to every member (e.g. relaying a client's raw
@@ -195,32 +242,41 @@ impl<S: Serializer> Group<S> {
     ///
     /// `NANO-410` when the group is closed.
     pub fn broadcast_raw(&self, route: &str, payload: &[u8]) -> Result<()> {
-        let encode = |shared: &crate::shared::Shared<S>| {
-            encode_push_with(shared, route, |buf| {
-                buf.extend_from_slice(payload);
-                Ok(())
-            })
+        let write = |buf: &mut BytesMut| {
+            buf.extend_from_slice(payload);
+            Ok(())
         };
-        self.deliver(route, encode, |_| true)
+        self.deliver(route, write, |_| true)
     }
 
-    /// Encodes once (with the first member's settings) and queues on every selected member.
+    /// Serializes once (with the first member's settings) and queues on every selected member;
+    /// a shared list of the members is taken under the lock, everything else runs without it.
     fn deliver(
         &self,
         route: &str,
-        encode: impl FnOnce(&crate::shared::Shared<S>) -> Result<EncodedPush>,
+        write: impl FnOnce(&mut BytesMut) -> Result<()>,
         mut filter: impl FnMut(&Session<S>) -> bool,
     ) -> Result<()> {
-        let st = self.state()?;
-        let Some(first) = st.members.values().next() else {
+        let members = self.state()?.snapshot();
+        let Some(first) = members.first() else {
             return Ok(());
         };
-        let packet = encode(first.shared())?;
-        for member in st.members.values() {
+        let mut packets = Packets::new(first.shared(), route, write);
+        for member in members.iter() {
             if !filter(member) {
                 continue;
             }
-            if let Err(e) = member.send_push(route, &packet) {
+            let serializing = !packets.serialized();
+            let packet = match packets.get(member.uses_route_dict()) {
+                Ok(p) => p,
+                // Serialization failed: nobody got anything.
+                Err(e) if serializing => return Err(e),
+                Err(e) => {
+                    tracing::debug!(group = %self.inner.name, session = member.id(), error = %e, "broadcast not encodable for member");
+                    continue;
+                }
+            };
+            if let Err(e) = member.send_push(route, packet) {
                 tracing::debug!(group = %self.inner.name, session = member.id(), error = %e, "broadcast not delivered to member");
             }
         }
@@ -229,9 +285,12 @@ impl<S: Serializer> Group<S> {
 
     /// Closes the group: removes every member; later calls fail with `NANO-410`.
     pub fn close(&self) {
-        let mut st = lock(&self.inner.state);
-        st.closed = true;
-        st.members.clear();
+        let members = {
+            let mut st = lock(&self.inner.state);
+            st.closed = true;
+            st.take()
+        };
+        self.forget(members);
     }
 
     fn state(&self) -> Result<std::sync::MutexGuard<'_, State<S>>> {
@@ -245,3 +304,62 @@ impl<S: Serializer> Group<S> {
         Ok(st)
     }
 }
+
+/// The (at most two) packets of one broadcast, encoded when a member first needs one: the
+/// payload is serialized into the first, and the second copies it.
+struct Packets<'a, S, W> {
+    shared: &'a Shared<S>,
+    route: &'a str,
+    /// Whether the route has a dictionary code (else both variants are the plain one).
+    compressible: bool,
+    write: Option<W>,
+    plain: Option<EncodedPush>,
+    compressed: Option<EncodedPush>,
+}
+
+impl<'a, S, W: FnOnce(&mut BytesMut) -> Result<()>> Packets<'a, S, W> {
+    fn new(shared: &'a Shared<S>, route: &'a str, write: W) -> Self {
+        let compressible = shared.dict_for(true).and_then(|d| d.code(route)).is_some();
+        Packets {
+            shared,
+            route,
+            compressible,
+            write: Some(write),
+            plain: None,
+            compressed: None,
+        }
+    }
+
+    /// Whether the payload has been serialized (successfully or not).
+    fn serialized(&self) -> bool {
+        self.write.is_none()
+    }
+
+    /// The packet for a member that uses the route dictionary (`compressed`) or not.
+    fn get(&mut self, compressed: bool) -> Result<&EncodedPush> {
+        let compressed = compressed && self.compressible;
+        let (slot, other) = if compressed {
+            (&mut self.compressed, &self.plain)
+        } else {
+            (&mut self.plain, &self.compressed)
+        };
+        if slot.is_none() {
+            let packet = match (self.write.take(), other) {
+                (Some(write), _) => encode_push_with(self.shared, self.route, compressed, write)?,
+                (None, Some(other)) => {
+                    encode_push_with(self.shared, self.route, compressed, |buf| {
+                        buf.extend_from_slice(other.payload());
+                        Ok(())
+                    })?
+                }
+                (None, None) => return Err(Error::internal("broadcast payload not serialized")),
+            };
+            *slot = Some(packet);
+        }
+        slot.as_ref()
+            .ok_or_else(|| Error::internal("broadcast packet missing"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use bytes::Bytes;
 
 use crate::group::Membership;
 use crate::link::{Link, SendError};
 use crate::pipeline::Envelope;
-use crate::protocol::{DataPacketWriter, MessageType};
+use crate::protocol::{DataPacketWriter, Dictionary, MessageType};
 use crate::shared::Shared;
 use crate::{Encode, Error, Json, Result, Serializer};
 
@@ -57,11 +57,18 @@ struct Inner<S> {
     link: Arc<dyn Link>,
     shared: Arc<Shared<S>>,
     closed: AtomicBool,
+    /// Set once the client sent a route as a code of nano's `dict`: from then on, pushes to it
+    /// are compressed. Read once per push.
+    uses_dict: AtomicBool,
     /// Limits the messages of the session in flight on the schedulers.
     inflight: Limit,
     uid: RwLock<Option<Arc<str>>>,
     data: Mutex<HashMap<String, Box<dyn Any + Send + Sync>>>,
+    /// The groups the session is in, one entry per group. Its lock is taken before a group's
+    /// (join, leave) so that membership and close stay consistent; see [`Session::join_group`].
     groups: Mutex<Vec<Weak<dyn Membership>>>,
+    /// The message rate bucket, made on the first message when the application has a limit.
+    rate: OnceLock<crate::rate::Bucket>,
 }
 
 impl<S> Clone for Session<S> {
@@ -93,21 +100,24 @@ impl<S: Serializer> Session<S> {
                 link,
                 shared,
                 closed: AtomicBool::new(false),
+                uses_dict: AtomicBool::new(false),
                 groups: Mutex::new(Vec::new()),
                 inflight,
+                rate: OnceLock::new(),
             }),
         }
     }
 
     /// Encodes `value` and pushes it to the client under `route` (an event name such as
-    /// `onMessage`). The route is compressed when the application's dictionary has it.
+    /// `onMessage`). The route is compressed when the application's dictionary has it and the
+    /// client uses the dictionary (see [`Session::uses_route_dict`]).
     ///
     /// # Errors
     ///
     /// `NANO-500` when the value cannot be serialized, `NANO-410` when the session is closed or
     /// its send queue is full.
     pub fn push<T: Encode<S> + ?Sized>(&self, route: &str, value: &T) -> Result<()> {
-        let packet = encode_push::<S, T>(&self.inner.shared, route, value)?;
+        let packet = encode_push::<S, T>(&self.inner.shared, route, self.uses_route_dict(), value)?;
         self.send_own_push(route, packet)
     }
 
@@ -117,7 +127,7 @@ impl<S: Serializer> Session<S> {
     ///
     /// As [`Session::push`].
     pub fn push_raw(&self, route: &str, payload: &[u8]) -> Result<()> {
-        let packet = encode_push_with(&self.inner.shared, route, |buf| {
+        let packet = encode_push_with(&self.inner.shared, route, self.uses_route_dict(), |buf| {
             buf.extend_from_slice(payload);
             Ok(())
         })?;
@@ -185,12 +195,17 @@ impl<S: Serializer> Session<S> {
             };
             if let Err(e) = outbound.run(self, &env) {
                 tracing::debug!(session = self.id(), id, error = %e, "response refused by pipeline");
+                // The request still gets exactly one answer, without running the pipeline
+                // again: a refused (or panicking) interceptor on a response turns it into the
+                // interceptor's error; on an error response, the error response goes as is.
                 if !is_error {
                     let w = error_response::<S>(id, &e);
                     let len = w.payload_len();
                     if let Ok(p) = finish(w, len, shared.max_packet_size) {
                         let _ = self.send_packet(p.bytes);
                     }
+                } else {
+                    let _ = self.send_packet(packet.bytes);
                 }
                 return;
             }
@@ -273,6 +288,28 @@ impl<S> Session<S> {
         self.inner.link.remote_addr()
     }
 
+    /// Whether pushes to this session get compressed routes: true once the client sent a route
+    /// as a code of the handshake's `dict`, so it has shown it reads the dictionary. A client
+    /// that never does (a string-route-only client, or one that compresses with pomelo 2.x's
+    /// `routeToCode`, see [`Dictionary`]) gets every push with its string route.
+    #[inline]
+    pub fn uses_route_dict(&self) -> bool {
+        self.inner.uses_dict.load(Ordering::Relaxed)
+    }
+
+    /// Notes the route code of a message from the client (`None`: a string route). One of
+    /// nano's `dict` codes turns route compression toward the session on; a code of the
+    /// pomelo 2.x form is replaced by nano's code for the same route and turns nothing on.
+    #[inline]
+    pub(crate) fn note_route_code(&self, code: &mut Option<u16>, dict: &Dictionary) {
+        let Some(c) = *code else { return };
+        if dict.is_pomelo_code(c) {
+            *code = Some(c & !Dictionary::POMELO_CODE_BIT);
+        } else if !self.inner.uses_dict.load(Ordering::Relaxed) {
+            self.inner.uses_dict.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Whether the session has been closed (by either side).
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)
@@ -331,20 +368,73 @@ impl<S> Session<S> {
         })
     }
 
+    /// The session's message rate bucket (made on first use).
+    pub(crate) fn rate_bucket(&self) -> &crate::rate::Bucket {
+        self.inner.rate.get_or_init(crate::rate::Bucket::new)
+    }
+
     pub(crate) fn shared(&self) -> &Shared<S> {
         &self.inner.shared
     }
 
-    pub(crate) fn joined(&self, group: Weak<dyn Membership>) {
+    /// Joins a group: under the session's membership lock, fails if the session is closed,
+    /// runs `insert` (which adds the session to the group under the group's lock), and records
+    /// the group once. [`Session::closed`] marks the session closed before it takes that lock,
+    /// so a join either sees the close and fails or is recorded before the close reads the
+    /// list: after both, a closed session is in no group.
+    pub(crate) fn join_group(
+        &self,
+        group: Weak<dyn Membership>,
+        insert: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
         let mut groups = lock(&self.inner.groups);
+        if self.is_closed() {
+            return Err(Error::closed("session closed"));
+        }
+        insert()?;
+        let id = group_id(&group);
         groups.retain(|g| g.strong_count() > 0);
-        groups.push(group);
+        if !groups.iter().any(|g| group_id(g) == id) {
+            groups.push(group);
+        }
+        Ok(())
+    }
+
+    /// Leaves the group `id`: under the session's membership lock, runs `remove` (which takes
+    /// the session out of the group) and, when it did, forgets the group.
+    pub(crate) fn leave_group(&self, id: *const (), remove: impl FnOnce() -> bool) -> bool {
+        let mut groups = lock(&self.inner.groups);
+        let removed = remove();
+        if removed {
+            groups.retain(|g| group_id(g) != id);
+        }
+        removed
+    }
+
+    /// Forgets the group `id` after the group dropped the session (`leave_all`, `close`),
+    /// unless `still_member` says it has joined again since.
+    pub(crate) fn forget_group(&self, id: *const (), still_member: impl FnOnce() -> bool) {
+        let mut groups = lock(&self.inner.groups);
+        if !still_member() {
+            groups.retain(|g| group_id(g) != id);
+        }
+    }
+
+    /// Number of entries in the session's list of groups.
+    #[cfg(test)]
+    pub(crate) fn group_entries(&self) -> usize {
+        lock(&self.inner.groups).len()
     }
 
     /// Whether two handles are the same session.
     pub fn same(&self, other: &Session<S>) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
+}
+
+/// The identity of a group: the address of its shared state.
+pub(crate) fn group_id(group: &Weak<dyn Membership>) -> *const () {
+    group.as_ptr().cast::<()>()
 }
 
 /// An encoded push packet plus where its payload starts (for pipelines).
@@ -361,22 +451,25 @@ impl EncodedPush {
 }
 
 /// Serializes `value` and encodes a whole push packet, once.
+/// `compress`: whether the route is compressed when the dictionary has it.
 pub(crate) fn encode_push<S: Serializer, T: Encode<S> + ?Sized>(
     shared: &Shared<S>,
     route: &str,
+    compress: bool,
     value: &T,
 ) -> Result<EncodedPush> {
-    encode_push_with(shared, route, |buf| value.encode(buf))
+    encode_push_with(shared, route, compress, |buf| value.encode(buf))
 }
 
 /// Encodes a whole push packet whose payload `write` appends.
 pub(crate) fn encode_push_with<S>(
     shared: &Shared<S>,
     route: &str,
+    compress: bool,
     write: impl FnOnce(&mut bytes::BytesMut) -> Result<()>,
 ) -> Result<EncodedPush> {
-    let mut w =
-        DataPacketWriter::push(route, shared.dict()).map_err(|e| Error::internal(e.to_string()))?;
+    let mut w = DataPacketWriter::push(route, shared.dict_for(compress))
+        .map_err(|e| Error::internal(e.to_string()))?;
     write(w.payload_mut())?;
     let len = w.payload_len();
     finish(w, len, shared.max_packet_size)

@@ -10,7 +10,8 @@ pub(crate) type ClosedHook<S> = Arc<dyn Fn(&Session<S>) + Send + Sync>;
 
 /// What sessions need from their application: route compression, limits, pipeline, callbacks.
 pub(crate) struct Shared<S> {
-    /// Outbound route compression (`None` when the application offers no dict).
+    /// Outbound route compression (`None` when the application offers no dict); used toward
+    /// the sessions that showed they use it (see [`Shared::dict_for`]).
     pub dict: Option<Arc<Dictionary>>,
     /// Largest packet body we send or accept.
     pub max_packet_size: usize,
@@ -33,9 +34,15 @@ impl<S> Default for Shared<S> {
 }
 
 impl<S> Shared<S> {
-    /// The dictionary used to compress outbound routes.
+    /// The dictionary that compresses the routes of pushes to a session: none unless the
+    /// session `uses_dict` (it sent a route as one of nano's `dict` codes), so a client that
+    /// ignores the dictionary always gets string routes.
     #[inline]
-    pub fn dict(&self) -> Option<&Dictionary> {
-        self.dict.as_deref()
+    pub fn dict_for(&self, uses_dict: bool) -> Option<&Dictionary> {
+        if uses_dict {
+            self.dict.as_deref()
+        } else {
+            None
+        }
     }
 }

@@ -7,8 +7,9 @@
 //! socket ◀─write/writev/frame── the same task, after each read or when woken ◀─┘
 //! ```
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -16,14 +17,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use nano_core::protocol::{Packet, PacketCodec, PacketType};
-use nano_core::{Link, SendError, Serializer};
+use nano_core::{Link, SendError, Serializer, Session};
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{FullQueuePolicy, HandshakeRequest};
+use crate::config::{FullQueuePolicy, HandshakeRequest, ServerConfig};
 use crate::ctx::ServerCtx;
 use crate::outbox::{Outbox, PushError};
-use crate::transport::{PacketSink, PacketSource};
+use crate::transport::{bounded_write, PacketSink, PacketSource, Progress, Stalled};
 
 /// How the connection should end.
 #[derive(Debug, Clone)]
@@ -48,27 +49,34 @@ pub(crate) struct ConnState {
     ending: Mutex<Option<Ending>>,
     /// Stops everything at once (abort, or closing finished).
     kill: CancellationToken,
+    /// A line at info level or louder was traced about this connection's end: one is enough.
+    reported: AtomicBool,
     remote: SocketAddr,
     policy: FullQueuePolicy,
 }
 
 impl ConnState {
-    fn new(send_queue: usize, remote: SocketAddr, policy: FullQueuePolicy) -> Self {
+    fn new(config: &ServerConfig, remote: SocketAddr) -> Self {
         ConnState {
-            outbox: Outbox::new(send_queue),
+            outbox: Outbox::new(config.send_queue, config.send_queue_bytes),
             heard: AtomicBool::new(true),
             closing: AtomicBool::new(false),
             ending: Mutex::new(None),
             kill: CancellationToken::new(),
+            reported: AtomicBool::new(false),
             remote,
-            policy,
+            policy: config.on_full_queue,
         }
     }
 
     /// A connection without a socket, for unit tests of what watches it.
     #[cfg(test)]
     pub(crate) fn for_test() -> Self {
-        ConnState::new(16, ([127, 0, 0, 1], 0).into(), FullQueuePolicy::Disconnect)
+        let config = ServerConfig {
+            send_queue: 16,
+            ..ServerConfig::default()
+        };
+        ConnState::new(&config, ([127, 0, 0, 1], 0).into())
     }
 
     /// Takes what is queued (tests).
@@ -79,10 +87,42 @@ impl ConnState {
         batch
     }
 
-    /// Whether the connection is ending.
-    #[cfg(test)]
+    /// Whether the connection is ending (kicked, closed or aborted).
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
+    }
+
+    /// The peer's address.
+    pub(crate) fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// True the first time only: whoever traces why this connection ends at info level or
+    /// louder asks first, so each connection's end is one line (later causes go to debug).
+    pub(crate) fn report(&self) -> bool {
+        !self.reported.swap(true, Ordering::AcqRel)
+    }
+
+    /// Completes once the connection is ending (kicked, closed or aborted).
+    async fn ended(&self) {
+        while !self.is_closing() {
+            self.outbox.woken().await;
+        }
+    }
+
+    /// A write accepted no byte for the whole write deadline: the connection is aborted.
+    fn stalled(&self, write_timeout: Duration) {
+        if self.report() {
+            tracing::warn!(
+                remote = %self.remote,
+                reason = "write timeout",
+                timeout = ?write_timeout,
+                "write timeout: peer not reading, closing connection"
+            );
+        } else {
+            tracing::debug!(remote = %self.remote, reason = "write timeout", "write timeout");
+        }
+        self.abort();
     }
 
     fn end(&self, how: Ending) {
@@ -95,7 +135,7 @@ impl ConnState {
     }
 
     /// Stops the connection at once, without flushing.
-    fn abort(&self) {
+    pub(crate) fn abort(&self) {
         self.closing.store(true, Ordering::Release);
         self.kill.cancel();
         self.outbox.wake();
@@ -125,7 +165,9 @@ impl Link for ConnState {
             Err(PushError::Full) => {
                 match self.policy {
                     FullQueuePolicy::Disconnect => {
-                        tracing::warn!(remote = %self.remote, "send queue full: client not reading, disconnecting");
+                        if self.report() {
+                            tracing::warn!(remote = %self.remote, reason = "send queue full", "send queue full: client not reading, disconnecting");
+                        }
                         self.abort();
                     }
                     FullQueuePolicy::DropAndWarn => {
@@ -151,6 +193,13 @@ impl Link for ConnState {
 }
 
 /// Serves one connection until it ends: one task reads, dispatches, and writes.
+///
+/// Every await is bounded or interruptible: reads wait alongside the outbox's wake-up (which
+/// kick, close and abort ring), a dispatch waiting for the session's in-flight permit gives
+/// way to the end of the connection, and every write runs under the write deadline and the
+/// kill token. Whatever ends the task (a return, a panic unwinding out of user code run
+/// here, or the task being dropped), [`Teardown`] unregisters the session, runs its
+/// session-closed callbacks once and ends the connection's state.
 pub(crate) async fn serve<S, R, W>(
     ctx: Arc<ServerCtx<S>>,
     mut source: R,
@@ -161,18 +210,27 @@ pub(crate) async fn serve<S, R, W>(
     R: PacketSource,
     W: PacketSink,
 {
-    let state = Arc::new(ConnState::new(
-        ctx.config.send_queue,
-        remote,
-        ctx.config.on_full_queue,
-    ));
+    if ctx.dropped.is_cancelled() {
+        return;
+    }
+    let state = Arc::new(ConnState::new(&ctx.config, remote));
+    let mut teardown = Teardown {
+        ctx: ctx.clone(),
+        state: state.clone(),
+        session: None,
+    };
     let outbox = &state.outbox;
     let close_timeout = ctx.config.shutdown_timeout;
+    let write_timeout = ctx.config.write_timeout;
     let mut batch: Vec<Bytes> = Vec::new();
     let mut buf = BytesMut::new();
-    let mut codec = PacketCodec::new(ctx.engine.max_packet_size());
 
-    match handshake(
+    // Before the handshake completes: small packets only, small reads.
+    let max_packet = ctx.engine.max_packet_size();
+    let mut codec = PacketCodec::new(ctx.config.max_handshake_size.min(max_packet));
+    source.limit_reads(Some(ctx.config.max_handshake_size));
+    // Boxed: once per connection, it must not make every connection's task larger.
+    let shaken = Box::pin(handshake(
         &ctx,
         &mut source,
         &mut sink,
@@ -181,21 +239,41 @@ pub(crate) async fn serve<S, R, W>(
         &mut codec,
         &state,
         remote,
-    )
-    .await
-    {
-        Ok(()) => {}
-        Err(reason) => {
-            tracing::debug!(%remote, reason, "handshake failed");
-            state.end(Ending::ProtocolError(reason));
-            close_out(&mut sink, &state, close_timeout, batch).await;
-            return;
+    ))
+    .await;
+    if let Err(failure) = shaken {
+        match &failure {
+            HandshakeFailure::Quiet(reason) => tracing::debug!(%remote, reason, "handshake failed"),
+            HandshakeFailure::Refused(reason) => {
+                if state.report() {
+                    tracing::info!(%remote, reason, "handshake failed: closing connection");
+                }
+            }
         }
+        let reason = failure.into_reason();
+        state.end(Ending::ProtocolError(reason));
+        // Boxed: the end of a connection must not make every connection's task larger.
+        Box::pin(close_out(
+            &mut sink,
+            &state,
+            close_timeout,
+            write_timeout,
+            batch,
+        ))
+        .await;
+        teardown.finished();
+        return;
     }
+    codec = PacketCodec::new(max_packet);
+    source.limit_reads(None);
 
     let session = ctx.engine.open_session(state.clone());
     ctx.register(&session, &state);
-    if ctx.shutting_down.is_cancelled() {
+    teardown.session = Some(session.clone());
+    if ctx.dropped.is_cancelled() {
+        // The server was dropped while this connection shook hands.
+        state.abort();
+    } else if ctx.shutting_down.is_cancelled() {
         // Shutdown took its list of sessions before this one was registered.
         session.kick_with_reason(Some("server shutting down"));
     }
@@ -209,13 +287,27 @@ pub(crate) async fn serve<S, R, W>(
                     state.mark_heard();
                     match packet.kind {
                         PacketType::Data => {
-                            if let Err(e) = ctx.engine.handle_data(&session, packet.body).await {
+                            let dispatched = {
+                                let mut data =
+                                    std::pin::pin!(ctx.engine.handle_data(&session, packet.body));
+                                // Usually done at once; waiting (for the session's in-flight
+                                // permit) gives way to the end of the connection.
+                                match poll_fn(|cx| Poll::Ready(data.as_mut().poll(cx))).await {
+                                    Poll::Ready(r) => r,
+                                    Poll::Pending => tokio::select! {
+                                        biased;
+                                        r = data => r,
+                                        () = state.ended() => break 'conn None,
+                                    },
+                                }
+                            };
+                            if let Err(e) = dispatched {
                                 break 'conn Some(e.to_string());
                             }
                             // A long pipelined burst: write replies as they pile up rather than
                             // after the whole burst, so the queue never fills from our side.
-                            if outbox.len() >= outbox.capacity() / 2
-                                && !flush(&mut sink, &mut batch, &state).await
+                            if outbox.half_full()
+                                && !flush(&mut sink, &mut batch, &state, write_timeout).await
                             {
                                 break 'conn None;
                             }
@@ -229,7 +321,7 @@ pub(crate) async fn serve<S, R, W>(
             }
         }
         // Replies our own handlers produced just now: write them without a wake-up.
-        if !outbox.is_empty() && !flush(&mut sink, &mut batch, &state).await {
+        if !outbox.is_empty() && !flush(&mut sink, &mut batch, &state, write_timeout).await {
             break None;
         }
         // From here until the select returns, packets queued by other tasks wake us.
@@ -244,7 +336,7 @@ pub(crate) async fn serve<S, R, W>(
                 if state.closing.load(Ordering::Acquire) {
                     break None; // ended or aborted: close_out flushes what is queued
                 }
-                if !flush(&mut sink, &mut batch, &state).await {
+                if !flush(&mut sink, &mut batch, &state, write_timeout).await {
                     break None;
                 }
             }
@@ -257,54 +349,112 @@ pub(crate) async fn serve<S, R, W>(
         outbox.set_parked(false);
     };
     if let Some(reason) = &reason {
-        tracing::info!(%remote, session = session.id(), reason, "protocol error: closing connection");
+        if state.report() {
+            tracing::info!(%remote, session = session.id(), reason, "protocol error: closing connection");
+        }
         state.end(Ending::ProtocolError(reason.clone()));
     } else {
         state.end(Ending::Close);
     }
-    session.closed();
-    ctx.unregister(&session);
-    close_out(&mut sink, &state, close_timeout, batch).await;
+    teardown.close_session();
+    // Boxed: the end of a connection must not make every connection's task larger.
+    Box::pin(close_out(
+        &mut sink,
+        &state,
+        close_timeout,
+        write_timeout,
+        batch,
+    ))
+    .await;
+    teardown.finished();
     tracing::debug!(%remote, session = session.id(), "session closed");
+}
+
+/// The end of a connection that cannot be skipped: held by the connection's task, it does on
+/// drop whatever the task did not get to (a panic unwinding out of user code run on the task,
+/// or the task dropped by a runtime shutting down): the session is unregistered and its
+/// session-closed callbacks run (once), the connection's state is ended (nothing more is
+/// queued; a waiting producer sees it closed) and its queue released.
+struct Teardown<S: Serializer> {
+    ctx: Arc<ServerCtx<S>>,
+    state: Arc<ConnState>,
+    /// The registered session, until it has been closed.
+    session: Option<Session<S>>,
+}
+
+impl<S: Serializer> Teardown<S> {
+    /// Unregisters the session and runs its session-closed callbacks.
+    fn close_session(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.ctx.unregister(&session);
+            // Never let a panic out of here: this also runs in `drop`, maybe while unwinding.
+            let closed = std::panic::catch_unwind(AssertUnwindSafe(|| session.closed()));
+            if closed.is_err() {
+                tracing::error!(session = session.id(), "a session-closed callback panicked");
+            }
+        }
+    }
+
+    /// The connection ended normally (its close was sent, or abandoned within its bound).
+    fn finished(&mut self) {
+        self.close_session();
+        self.state.kill.cancel();
+    }
+}
+
+impl<S: Serializer> Drop for Teardown<S> {
+    fn drop(&mut self) {
+        self.close_session();
+        if !self.state.kill.is_cancelled() {
+            tracing::debug!(remote = %self.state.remote, "connection task ended abruptly");
+            self.state.abort();
+        }
+        drop(self.state.outbox.close());
+    }
 }
 
 const MAX_BATCH: usize = 256;
 
-/// Writes everything queued; false when the connection must stop (write error or kill).
-async fn flush<W: PacketSink>(sink: &mut W, batch: &mut Vec<Bytes>, state: &ConnState) -> bool {
+/// Writes everything queued; false when the connection must stop (write error, write
+/// deadline passed, or kill).
+async fn flush<W: PacketSink>(
+    sink: &mut W,
+    batch: &mut Vec<Bytes>,
+    state: &ConnState,
+    write_timeout: Duration,
+) -> bool {
+    let progress = Progress::default();
     loop {
         state.outbox.take(batch, MAX_BATCH);
         if batch.is_empty() {
             return true;
         }
-        let r = {
-            let mut send = std::pin::pin!(sink.send_batch(batch));
-            // A write that completes at once (the usual case) never looks at the kill token.
-            match std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
-                Poll::Ready(r) => Some(r),
-                Poll::Pending => tokio::select! {
-                    r = send => Some(r),
-                    _ = state.kill.cancelled() => None,
-                },
-            }
-        };
+        let send = sink.send_batch_tracked(batch, &progress);
+        let r = bounded_write(send, &progress, write_timeout, Some(&state.kill)).await;
         batch.clear();
-        let Some(r) = r else {
-            return false;
-        };
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "write failed");
-            state.abort();
-            return false;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(remote = %state.remote, error = %e, "write failed");
+                state.abort();
+                return false;
+            }
+            Err(Stalled::Killed) => return false,
+            Err(Stalled::TimedOut) => {
+                state.stalled(write_timeout);
+                return false;
+            }
         }
     }
 }
 
-/// Graceful end: what is queued, then the kick, then close (bounded); nothing when killed.
+/// Graceful end: what is queued, then the kick, then close (bounded by `close_timeout` in all,
+/// and by the write deadline); nothing when killed.
 async fn close_out<W: PacketSink>(
     sink: &mut W,
     state: &ConnState,
     close_timeout: Duration,
+    write_timeout: Duration,
     mut batch: Vec<Bytes>,
 ) {
     batch.clear();
@@ -331,14 +481,36 @@ async fn close_out<W: PacketSink>(
         Ending::ProtocolError(reason) => error = Some(reason),
         Ending::Close => {}
     }
+    let progress = Progress::default();
     let close = async {
         if !batch.is_empty() {
-            sink.send_batch(&batch).await?;
+            sink.send_batch_tracked(&batch, &progress).await?;
         }
-        sink.shutdown(error).await
+        sink.shutdown_tracked(error, &progress).await
     };
-    let _ = tokio::time::timeout(close_timeout, close).await;
+    let bounded = bounded_write(close, &progress, write_timeout, Some(&state.kill));
+    match tokio::time::timeout(close_timeout, bounded).await {
+        Ok(Err(Stalled::TimedOut)) => state.stalled(write_timeout),
+        Err(_) => tracing::debug!(remote = %state.remote, "close timeout"),
+        Ok(_) => {}
+    }
     state.kill.cancel();
+}
+
+/// Why a handshake did not complete.
+enum HandshakeFailure {
+    /// The peer left, timed out, or the server stopped it: traced at debug level.
+    Quiet(String),
+    /// The peer broke the protocol or was refused: traced once at info level.
+    Refused(String),
+}
+
+impl HandshakeFailure {
+    fn into_reason(self) -> String {
+        match self {
+            HandshakeFailure::Quiet(r) | HandshakeFailure::Refused(r) => r,
+        }
+    }
 }
 
 /// Reads the Handshake, answers it (written at once), and waits for the HandshakeAck.
@@ -352,39 +524,48 @@ async fn handshake<S: Serializer, R: PacketSource, W: PacketSink>(
     codec: &mut PacketCodec,
     state: &ConnState,
     remote: SocketAddr,
-) -> Result<(), String> {
+) -> Result<(), HandshakeFailure> {
+    use HandshakeFailure::{Quiet, Refused};
     let deadline = Instant::now() + ctx.config.handshake_timeout;
     let mut answered = false;
     loop {
-        while let Some(packet) = codec.decode(buf).map_err(|e| e.to_string())? {
+        while let Some(packet) = codec
+            .decode(buf)
+            .map_err(|e| Refused(format!("before the handshake: {e}")))?
+        {
             match (packet.kind, answered) {
                 (PacketType::Handshake, false) => {
                     let (code, body) = ctx.handshake_response(&packet.body, remote);
                     let packet = Packet::new(PacketType::Handshake, body)
                         .encode()
-                        .map_err(|e| e.to_string())?;
-                    state.send(packet).map_err(|e| e.to_string())?;
+                        .map_err(|e| Refused(e.to_string()))?;
+                    state.send(packet).map_err(|e| Refused(e.to_string()))?;
                     if code != 200 {
-                        return Err(format!("handshake refused with code {code}"));
+                        return Err(Refused(format!("handshake refused with code {code}")));
                     }
-                    if !flush(sink, batch, state).await {
-                        return Err("write failed during handshake".into());
+                    if !flush(sink, batch, state, ctx.config.write_timeout).await {
+                        return Err(Quiet("write failed during handshake".into()));
                     }
                     answered = true;
                 }
                 (PacketType::HandshakeAck, true) => return Ok(()),
                 (PacketType::Heartbeat, _) => {}
-                (kind, _) => return Err(format!("{kind:?} packet before the handshake completed")),
+                (kind, _) => {
+                    return Err(Refused(format!(
+                        "{kind:?} packet before the handshake completed"
+                    )))
+                }
             }
         }
         tokio::select! {
             r = timeout_at(deadline, source.read_into(buf)) => match r {
-                Err(_) => return Err("handshake timeout".into()),
-                Ok(Ok(0)) => return Err("closed during handshake".into()),
+                Err(_) => return Err(Quiet("handshake timeout".into())),
+                Ok(Ok(0)) => return Err(Quiet("closed during handshake".into())),
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(e.to_string()),
+                Ok(Err(e)) => return Err(Quiet(e.to_string())),
             },
-            _ = state.kill.cancelled() => return Err("killed during handshake".into()),
+            _ = state.kill.cancelled() => return Err(Quiet("killed during handshake".into())),
+            _ = ctx.dropped.cancelled() => return Err(Quiet("server dropped".into())),
         }
     }
 }
@@ -401,3 +582,7 @@ pub(crate) fn parse_handshake(
         remote,
     })
 }
+
+#[cfg(test)]
+#[path = "agent_tests.rs"]
+mod tests;

@@ -5,12 +5,14 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nano_core::{Component, EngineBuilder, Json, Pipeline, Serializer};
+use nano_core::{Component, EngineBuilder, Json, Pipeline, RateLimit, Serializer};
 
 use crate::config::{FullQueuePolicy, HandshakeRefusal, HandshakeRequest, ServerConfig};
 use crate::ctx::ServerCtx;
 use crate::http::{HttpHandler, HttpRequest, HttpResponse, HttpSide};
-use crate::listen::{bind, ListenerSpec};
+use crate::listen::bind;
+use crate::listener::Listener;
+use crate::per_ip::ConnectionRate;
 use crate::server::Server;
 use crate::tls::TlsConfig;
 
@@ -38,7 +40,7 @@ pub struct App<S = Json> {
     engine: EngineBuilder<S>,
     components: usize,
     config: ServerConfig,
-    listeners: Vec<ListenerSpec>,
+    listeners: Vec<Listener>,
     http: Vec<HttpHandler>,
     error: Option<String>,
 }
@@ -150,7 +152,31 @@ impl<S: Serializer> App<S> {
         self
     }
 
+    /// Limits each session's message rate (token bucket: an average rate and a burst); over
+    /// it, a request gets `NANO-429` and a notify is dropped, or the session is kicked with
+    /// the reason `"rate limit"` (see [`nano_core::OverLimit`]). Default: no limit.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use nano_core::{OverLimit, RateLimit};
+    ///
+    /// # fn demo() -> std::io::Result<()> {
+    /// nano_net::app()
+    ///     .rate_limit(RateLimit::new(100.0, 200).on_exceed(OverLimit::Kick))
+    ///     .tcp("127.0.0.1:3250")
+    ///     .run()
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn rate_limit(mut self, limit: impl Into<Option<RateLimit>>) -> Self {
+        self.engine = self.engine.rate_limit(limit);
+        self
+    }
+
     /// Heartbeat interval (default 30 s); `None` disables heartbeats and the liveness check.
+    /// The handshake announces whole seconds: a fractional interval is rounded up to the next
+    /// second (with a warning at start), and the server sweeps at that announced interval.
     #[must_use]
     pub fn heartbeat(mut self, interval: Option<Duration>) -> Self {
         self.config.heartbeat = interval.filter(|d| !d.is_zero());
@@ -178,6 +204,36 @@ impl<S: Serializer> App<S> {
         self
     }
 
+    /// Bytes queued per connection (default 1 MiB) before the full-queue policy applies, as
+    /// for the packet bound of [`App::send_queue`].
+    #[must_use]
+    pub fn send_queue_bytes(mut self, n: usize) -> Self {
+        self.config.send_queue_bytes = n.max(1);
+        self
+    }
+
+    /// Closes a connection whose writes accept no byte for `t` (default 5 s): a client that
+    /// stops reading is let go. Progress (the socket accepting bytes) restarts the clock.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// let app = nano_net::app().write_timeout(Duration::from_secs(2));
+    /// ```
+    #[must_use]
+    pub fn write_timeout(mut self, t: Duration) -> Self {
+        self.config.write_timeout = t.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Largest packet body accepted before the handshake completes (default 4 KiB, at least
+    /// 64 bytes): a Handshake over it is refused and the connection closed, and a peer that
+    /// has not shaken hands holds no more buffer than about this.
+    #[must_use]
+    pub fn max_handshake_size(mut self, bytes: usize) -> Self {
+        self.config.max_handshake_size = bytes.max(64);
+        self
+    }
+
     /// What to do when a connection's send queue is full.
     #[must_use]
     pub fn on_full_queue(mut self, policy: FullQueuePolicy) -> Self {
@@ -192,7 +248,8 @@ impl<S: Serializer> App<S> {
         self
     }
 
-    /// Accepts WebSocket upgrades only from these `Origin`s.
+    /// Accepts WebSocket upgrades only from these `Origin`s (browser pages of other sites are
+    /// refused with 403). Clients that send no `Origin` (not browsers) are always accepted.
     #[must_use]
     pub fn allowed_origins<I: IntoIterator<Item = impl Into<String>>>(
         mut self,
@@ -213,51 +270,76 @@ impl<S: Serializer> App<S> {
         self
     }
 
-    /// Listens for raw TCP clients.
+    /// Listens for raw TCP clients (shorthand for `listen(Listener::tcp(addr))`).
     #[must_use]
-    pub fn tcp(mut self, addr: impl Into<String>) -> Self {
-        self.listeners.push(ListenerSpec::Tcp {
-            addr: addr.into(),
-            tls: None,
-        });
-        self
+    pub fn tcp(self, addr: impl Into<String>) -> Self {
+        self.listen(Listener::tcp(addr))
     }
 
     /// Listens for TCP clients over TLS.
     #[must_use]
-    pub fn tcp_tls(mut self, addr: impl Into<String>, tls: TlsConfig) -> Self {
-        self.listeners.push(ListenerSpec::Tcp {
-            addr: addr.into(),
-            tls: Some(tls),
-        });
-        self
+    pub fn tcp_tls(self, addr: impl Into<String>, tls: TlsConfig) -> Self {
+        self.listen(Listener::tcp(addr).tls(tls))
     }
 
     /// Listens for WebSocket clients on `path`; other paths get plain HTTP (see
     /// [`App::http_handler`]).
     #[must_use]
-    pub fn websocket(mut self, addr: impl Into<String>, path: impl Into<String>) -> Self {
-        self.listeners.push(ListenerSpec::WebSocket {
-            addr: addr.into(),
-            path: path.into(),
-            tls: None,
-        });
-        self
+    pub fn websocket(self, addr: impl Into<String>, path: impl Into<String>) -> Self {
+        self.listen(Listener::websocket(addr, path))
     }
 
     /// Listens for WebSocket clients over TLS (`wss://`).
     #[must_use]
     pub fn websocket_tls(
-        mut self,
+        self,
         addr: impl Into<String>,
         path: impl Into<String>,
         tls: TlsConfig,
     ) -> Self {
-        self.listeners.push(ListenerSpec::WebSocket {
-            addr: addr.into(),
-            path: path.into(),
-            tls: Some(tls),
-        });
+        self.listen(Listener::websocket(addr, path).tls(tls))
+    }
+
+    /// Adds a listener with its options (TLS, PROXY protocol); see [`Listener`].
+    ///
+    /// ```no_run
+    /// # fn demo() -> std::io::Result<()> {
+    /// use nano_net::Listener;
+    /// nano_net::app()
+    ///     .listen(Listener::tcp("0.0.0.0:3250").proxy_protocol())
+    ///     .run()
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn listen(mut self, listener: Listener) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// Caps the connections served at once per client address (IPv4 address, IPv6 /64),
+    /// across all listeners; more are closed at once. Off by default (see
+    /// [`PerIpLimits`](crate::PerIpLimits) for why). Behind a PROXY-protocol listener the
+    /// client is the one the header names.
+    #[must_use]
+    pub fn max_connections_per_ip(mut self, n: u32) -> Self {
+        self.config.per_ip.max_connections = Some(n.max(1));
+        self
+    }
+
+    /// Limits how fast one client address opens connections: a token bucket of `burst`
+    /// connections refilled at `per_second`; connections over the rate are closed at once.
+    /// Off by default.
+    #[must_use]
+    pub fn connection_rate_per_ip(mut self, per_second: f64, burst: u32) -> Self {
+        self.config.per_ip.rate = Some(ConnectionRate { per_second, burst });
+        self
+    }
+
+    /// How many client addresses the per-IP limits track at once (default 65 536); a new
+    /// client finding the table full (after idle entries are swept) is refused.
+    #[must_use]
+    pub fn per_ip_table_size(mut self, n: usize) -> Self {
+        self.config.per_ip.max_tracked = n.max(1);
         self
     }
 

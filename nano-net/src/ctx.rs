@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -18,15 +19,24 @@ pub(crate) struct ServerCtx<S> {
     conns: Mutex<HashMap<u64, Registered<S>>>,
     /// Cancelled when graceful shutdown starts.
     pub shutting_down: tokio_util::sync::CancellationToken,
+    /// Cancelled when the server is dropped: every connection stops at once.
+    pub dropped: tokio_util::sync::CancellationToken,
     /// The `sys` of the handshake response, prepared once.
     handshake_ok: Bytes,
 }
 
 impl<S: Serializer> ServerCtx<S> {
-    pub fn new(engine: Engine<S>, config: ServerConfig) -> Self {
+    pub fn new(engine: Engine<S>, mut config: ServerConfig) -> Self {
         let mut sys = engine.handshake_sys();
+        if sys.contains_key("dict") {
+            // The same dictionary in pomelo 2.x's form, for clients that read only that.
+            sys.extend(engine.dictionary().pomelo_sys());
+        }
+        // The handshake announces whole seconds; the sweeper must run at what was announced,
+        // or clients heartbeating at the announced interval are kicked.
+        config.heartbeat = config.heartbeat.map(announced_heartbeat);
         if let Some(hb) = config.heartbeat {
-            sys.insert("heartbeat".into(), hb.as_secs().max(1).into());
+            sys.insert("heartbeat".into(), hb.as_secs().into());
         }
         let body = serde_json::json!({ "code": 200, "sys": sys });
         ServerCtx {
@@ -34,6 +44,7 @@ impl<S: Serializer> ServerCtx<S> {
             config,
             conns: Mutex::new(HashMap::new()),
             shutting_down: tokio_util::sync::CancellationToken::new(),
+            dropped: tokio_util::sync::CancellationToken::new(),
             handshake_ok: body.to_string().into(),
         }
     }
@@ -48,14 +59,28 @@ impl<S: Serializer> ServerCtx<S> {
             }
         };
         if let Some(v) = &self.config.validator {
-            if let Err(refused) = v(&req) {
-                tracing::info!(%remote, code = refused.code, reason = %refused.reason, "handshake refused");
-                let code = if refused.code == 200 {
-                    500
-                } else {
-                    refused.code
-                };
-                return (code, refusal(code, &refused.reason));
+            // The validator is user code on the connection's task: a panic in it refuses this
+            // one handshake (code 500), like a handler's panic fails one request.
+            match std::panic::catch_unwind(AssertUnwindSafe(|| v(&req))) {
+                Ok(Ok(())) => {}
+                Ok(Err(refused)) => {
+                    tracing::info!(%remote, code = refused.code, reason = %refused.reason, "handshake refused");
+                    let code = if refused.code == 200 {
+                        500
+                    } else {
+                        refused.code
+                    };
+                    return (code, refusal(code, &refused.reason));
+                }
+                Err(p) => {
+                    let panic = p
+                        .downcast_ref::<&str>()
+                        .copied()
+                        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+                        .unwrap_or("panic");
+                    tracing::error!(%remote, panic, "handshake validator panicked");
+                    return (500, refusal(500, "handshake validation failed"));
+                }
             }
         }
         (200, self.handshake_ok.clone())
@@ -90,6 +115,36 @@ impl<S: Serializer> ServerCtx<S> {
     }
 }
 
+impl<S> ServerCtx<S> {
+    /// Stops every connection at once (the server was dropped): those shaking hands see
+    /// `dropped`, the registered ones are aborted.
+    pub(crate) fn kill_all(&self) {
+        self.dropped.cancel();
+        let conns: Vec<Arc<ConnState>> = {
+            let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            conns.values().map(|r| r.conn.clone()).collect()
+        };
+        for c in conns {
+            c.abort();
+        }
+    }
+}
+
+/// The heartbeat interval as the handshake announces it: whole seconds, rounded up (at least
+/// one), with a warning when that changes the configured interval.
+fn announced_heartbeat(hb: std::time::Duration) -> std::time::Duration {
+    let secs = hb.as_secs() + u64::from(hb.subsec_nanos() > 0);
+    let announced = std::time::Duration::from_secs(secs.max(1));
+    if announced != hb {
+        tracing::warn!(
+            configured = ?hb,
+            announced = ?announced,
+            "the handshake announces the heartbeat in whole seconds: rounded up"
+        );
+    }
+    announced
+}
+
 /// An open session and its connection, as the heartbeat sweeper sees it.
 pub(crate) struct Registered<S> {
     pub session: Session<S>,
@@ -102,4 +157,36 @@ fn refusal(code: u16, msg: &str) -> Bytes {
     serde_json::json!({ "code": code, "msg": msg })
         .to_string()
         .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_sub_second_heartbeat_is_announced_and_swept_in_whole_seconds() {
+        for (configured, announced) in [
+            (Duration::from_millis(500), 1),
+            (Duration::from_millis(1500), 2),
+            (Duration::from_secs(2), 2),
+            (Duration::from_nanos(1), 1),
+        ] {
+            let engine = nano_core::EngineBuilder::<nano_core::Json>::new()
+                .build()
+                .unwrap();
+            let config = ServerConfig {
+                heartbeat: Some(configured),
+                ..ServerConfig::default()
+            };
+            let ctx = ServerCtx::new(engine, config);
+            // What the sweeper runs at (listen.rs reads ctx.config) ...
+            assert_eq!(ctx.config.heartbeat, Some(Duration::from_secs(announced)));
+            // ... is what the handshake tells the client.
+            let (code, body) = ctx.handshake_response(b"{}", ([127, 0, 0, 1], 1).into());
+            assert_eq!(code, 200);
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["sys"]["heartbeat"], announced, "{configured:?}");
+        }
+    }
 }

@@ -51,13 +51,18 @@ pub(crate) fn sweep<S: Serializer>(ctx: &ServerCtx<S>, heartbeat: &Bytes) -> usi
         let mut conns = ctx.lock();
         alive.reserve(conns.len());
         for r in conns.values_mut() {
+            if r.conn.is_closing() {
+                // Kicked, closed or aborted already, and still writing its last bytes (within
+                // the write deadline): no heartbeat, no second kick.
+                continue;
+            }
             r.silent_sweeps = if r.conn.take_heard() {
                 0
             } else {
                 r.silent_sweeps + 1
             };
             if r.silent_sweeps >= SILENT_SWEEPS {
-                silent.push(r.session.clone());
+                silent.push((r.session.clone(), r.conn.clone()));
             } else {
                 alive.push(r.conn.clone());
             }
@@ -67,12 +72,15 @@ pub(crate) fn sweep<S: Serializer>(ctx: &ServerCtx<S>, heartbeat: &Bytes) -> usi
         // A full queue follows the server's full-queue policy, as any other packet does.
         let _ = conn.send(heartbeat.clone());
     }
-    for session in &silent {
-        tracing::info!(
-            session = session.id(),
-            remote = ?session.remote_addr(),
-            "heartbeat timeout: kicking"
-        );
+    for (session, conn) in &silent {
+        if conn.report() {
+            tracing::info!(
+                session = session.id(),
+                remote = %conn.remote(),
+                reason = "heartbeat timeout",
+                "heartbeat timeout: kicking"
+            );
+        }
         session.kick_with_reason(Some("heartbeat timeout"));
     }
     silent.len()
@@ -120,5 +128,19 @@ mod tests {
         assert_eq!(sweep(&ctx, &hb), 1);
         assert!(quiet.is_closing(), "the silent peer is kicked");
         assert!(!chatty.is_closing(), "the peer that spoke stays");
+        chatty.queued();
+        quiet.queued();
+
+        // A kicked connection still writing its last bytes is left alone: no heartbeat, no
+        // second kick (nor a second log line).
+        for _ in 0..3 {
+            chatty.mark_heard();
+            assert_eq!(sweep(&ctx, &hb), 0, "kicked once only");
+            assert!(
+                quiet.queued().is_empty(),
+                "no heartbeat to a closing connection"
+            );
+            assert_eq!(chatty.queued().len(), 1);
+        }
     }
 }

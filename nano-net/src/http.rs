@@ -2,6 +2,7 @@
 //! (with an origin check), and plain HTTP on the same port for pages and static files.
 
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::path::{Component as PathComponent, PathBuf};
 use std::sync::Arc;
 
@@ -171,9 +172,9 @@ pub(crate) async fn accept<S>(mut stream: S, side: &HttpSide) -> io::Result<Acce
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf = BytesMut::with_capacity(1024);
+    let mut head = Head::new();
     let (req, head_len) = loop {
-        if buf.len() >= MAX_HEAD {
+        if head.buf.len() >= MAX_HEAD {
             respond(
                 &mut stream,
                 &HttpResponse::plain(431, "request head too large"),
@@ -182,12 +183,10 @@ where
             .await?;
             return Ok(Accepted::Done);
         }
-        if stream.read_buf(&mut buf).await? == 0 {
+        if stream.read_buf(&mut head.buf).await? == 0 {
             return Ok(Accepted::Done);
         }
-        // Parse without awaiting while the header array is alive, so it never becomes part
-        // of the connection's future.
-        match parse_head(&buf) {
+        match head.try_parse() {
             Ok(Some(parsed)) => break parsed,
             Ok(None) => {}
             Err(()) => {
@@ -196,13 +195,16 @@ where
             }
         }
     };
+    let mut buf = head.buf;
     let is_upgrade = req
         .header("upgrade")
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let path = req.path.split('?').next().unwrap_or("");
     if is_upgrade && path == side.ws_path {
-        if let Some(allowed) = &side.allowed_origins {
-            let origin = req.header("origin").unwrap_or("");
+        // Browsers always send Origin, and the check exists to keep other sites' pages out. A
+        // client without one is not a browser (the Rust client, pypomelo, a native app) and
+        // could send any Origin it liked, so refusing it would protect nothing.
+        if let (Some(allowed), Some(origin)) = (&side.allowed_origins, req.header("origin")) {
             if !allowed.iter().any(|a| a == origin) {
                 tracing::info!(origin, "websocket origin refused");
                 respond(
@@ -233,13 +235,73 @@ where
         return Ok(Accepted::WebSocket(stream, leftover));
     }
     for h in &side.handlers {
-        if let Some(resp) = h(&req) {
-            respond(&mut stream, &resp, req.method == "HEAD").await?;
-            return Ok(Accepted::Done);
+        // User code on the connection's task: a panic answers 500 and ends this connection
+        // only (nothing of the server is held by this task while the handler runs).
+        match std::panic::catch_unwind(AssertUnwindSafe(|| h(&req))) {
+            Ok(Some(resp)) => {
+                respond(&mut stream, &resp, req.method == "HEAD").await?;
+                return Ok(Accepted::Done);
+            }
+            Ok(None) => {}
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                drop(panic);
+                tracing::error!(path = %req.path, panic = %message, "http handler panicked");
+                let resp = HttpResponse::plain(500, "internal server error");
+                respond(&mut stream, &resp, false).await?;
+                return Ok(Accepted::Done);
+            }
         }
     }
     respond(&mut stream, &HttpResponse::plain(404, "not found"), false).await?;
     Ok(Accepted::Done)
+}
+
+/// A request head being read. It is parsed after the first read (so that what is not HTTP
+/// at all is refused at once) and then only when the bytes that arrived since the last look
+/// hold a blank line (`\n\n` or `\n\r\n`), the only way a head can end: a sender trickling
+/// its head byte by byte costs one scan of each byte, not one parse of the whole head per read.
+struct Head {
+    buf: BytesMut,
+    /// How far the blank-line search has looked.
+    scanned: usize,
+    /// Parse attempts so far.
+    parses: usize,
+}
+
+impl Head {
+    fn new() -> Self {
+        Head {
+            buf: BytesMut::with_capacity(1024),
+            scanned: 0,
+            parses: 0,
+        }
+    }
+
+    /// Parses the head if it can be complete: `None` when more bytes are needed.
+    fn try_parse(&mut self) -> Result<Option<(HttpRequest, usize)>, ()> {
+        // A blank line may straddle the last look: go back over the bytes it can span.
+        let from = self.scanned.saturating_sub(2);
+        let ends = has_blank_line(&self.buf[from..]);
+        self.scanned = self.buf.len();
+        if self.parses > 0 && !ends {
+            return Ok(None);
+        }
+        self.parses += 1;
+        // Parsed without awaiting while the header array is alive, so it never becomes part
+        // of the connection's future.
+        parse_head(&self.buf)
+    }
+}
+
+fn has_blank_line(bytes: &[u8]) -> bool {
+    bytes.windows(2).enumerate().any(|(i, w)| {
+        w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && bytes.get(i + 2) == Some(&b'\n')))
+    })
 }
 
 /// A complete request head and its length, `None` when more bytes are needed.
@@ -281,6 +343,7 @@ async fn respond<S: AsyncWrite + Unpin>(
         403 => "Forbidden",
         404 => "Not Found",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         _ => "",
     };
     let mut head = format!(
@@ -301,4 +364,64 @@ async fn respond<S: AsyncWrite + Unpin>(
     }
     stream.flush().await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GET: &[u8] = b"GET /nano HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn a_head_trickled_byte_by_byte_is_parsed_twice_not_once_per_byte() {
+        let mut head = Head::new();
+        for (i, &b) in GET.iter().enumerate() {
+            head.buf.extend_from_slice(&[b]);
+            match head.try_parse() {
+                Ok(Some((req, len))) => {
+                    assert_eq!(i + 1, GET.len(), "complete only at the end");
+                    assert_eq!(len, GET.len());
+                    assert_eq!(req.header("upgrade"), Some("websocket"));
+                }
+                Ok(None) => assert!(i + 1 < GET.len(), "the complete head was missed"),
+                Err(()) => panic!("refused at byte {i}"),
+            }
+        }
+        // Once after the first read, once when the blank line arrived.
+        assert_eq!(head.parses, 2);
+    }
+
+    #[test]
+    fn a_blank_line_split_across_reads_is_found() {
+        for cut in GET.len() - 4..GET.len() {
+            let mut head = Head::new();
+            head.buf.extend_from_slice(&GET[..cut]);
+            assert!(head.try_parse().unwrap().is_none());
+            head.buf.extend_from_slice(&GET[cut..]);
+            assert!(head.try_parse().unwrap().is_some(), "cut at {cut}");
+        }
+        // Bare line feeds end a head too.
+        let mut head = Head::new();
+        head.buf.extend_from_slice(b"GET / HTTP/1.1\nHost: x\n");
+        assert!(head.try_parse().unwrap().is_none());
+        head.buf.extend_from_slice(b"\n");
+        assert!(head.try_parse().unwrap().is_some());
+    }
+
+    #[test]
+    fn what_is_not_http_is_refused_on_the_first_read() {
+        let mut head = Head::new();
+        head.buf.extend_from_slice(b"\x16\x03\x01\x02\x00");
+        assert!(head.try_parse().is_err());
+    }
+
+    #[test]
+    fn blank_lines_are_recognised() {
+        assert!(has_blank_line(b"a\r\n\r\n"));
+        assert!(has_blank_line(b"\n\n"));
+        assert!(has_blank_line(b"x\n\r\n"));
+        assert!(!has_blank_line(b"a\r\nb\r\n"));
+        assert!(!has_blank_line(b"\n\r"));
+        assert!(!has_blank_line(b""));
+    }
 }

@@ -5,10 +5,14 @@
 //! | `app` | [`App`]: components + listeners + settings, then `run()` / `start()` |
 //! | `server` | [`Server`]: a running server's addresses and graceful shutdown |
 //! | `listen` | listeners (TCP, WebSocket, TLS): accept loops, connection limit, backoff |
+//! | `listener` | [`Listener`]: an address, a transport and its options (TLS, PROXY protocol) |
+//! | `proxy` | the PROXY protocol header (v1, v2) on listeners behind a load balancer |
+//! | `per_ip` | per-IP connection cap and connection rate at accept, in a bounded table |
 //! | `ctx` | what connections share: engine, settings, live sessions, handshake reply |
 //! | `agent` | one per connection: handshake, read loop, batched writer |
 //! | `heartbeat` | one sweeper per server: heartbeats, kicks silent peers |
-//! | `outbox` | a connection's bounded send queue and its wake-up |
+//! | `outbox` | a connection's bounded send queue (packets and bytes) and its wake-up |
+//! | `sync` | std's or loom's primitives for the outbox (`--cfg nano_loom` model checks) |
 //! | `transport` | what the agent reads from and writes to; raw streams (one `writev` per batch) |
 //! | `ws` | server WebSocket over the halves of an upgraded stream: frames parsed and unmasked in place, one binary frame per batch |
 //! | `http` | WebSocket upgrade with origin check, plain HTTP on the same port |
@@ -28,8 +32,12 @@ pub mod fuzzing;
 mod heartbeat;
 mod http;
 mod listen;
+mod listener;
 mod outbox;
+mod per_ip;
+mod proxy;
 mod server;
+mod sync;
 mod tls;
 mod transport;
 mod ws;
@@ -38,5 +46,7 @@ pub use app::{app, App};
 pub use client::{Client, ClientBuilder, ClientError, ClientEvent, HandshakeInfo};
 pub use config::{FullQueuePolicy, HandshakeRefusal, HandshakeRequest, ServerConfig};
 pub use http::{embedded, static_dir, HttpHandler, HttpRequest, HttpResponse};
+pub use listener::Listener;
+pub use per_ip::{ConnectionRate, PerIpLimits, PerIpRefusals};
 pub use server::{Server, Transport};
 pub use tls::TlsConfig;

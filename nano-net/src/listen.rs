@@ -1,5 +1,6 @@
-//! Listeners: binding, the accept loops with their connection limit and backoff, and turning an
-//! accepted socket (plain, TLS, WebSocket) into an agent.
+//! Listeners: binding, the accept loops with their connection limit, per-IP limits and
+//! backoff, the PROXY header on listeners that expect one, and turning an accepted socket
+//! (plain, TLS, WebSocket) into an agent.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,28 +17,18 @@ use crate::agent;
 use crate::ctx::ServerCtx;
 use crate::heartbeat;
 use crate::http::{self, HttpSide};
-use crate::server::{ConnTracker, Server, Transport};
+use crate::listener::Listener;
+use crate::per_ip::{IpGuard, PerIp};
+use crate::proxy;
+use crate::server::{ConnTracker, Server};
 use crate::tls::TlsConfig;
 use crate::transport::{StreamSink, StreamSource, TcpSource};
 use crate::ws::{self, Upgraded};
 
-/// One listener of a server.
-pub(crate) enum ListenerSpec {
-    Tcp {
-        addr: String,
-        tls: Option<TlsConfig>,
-    },
-    WebSocket {
-        addr: String,
-        path: String,
-        tls: Option<TlsConfig>,
-    },
-}
-
 /// Binds every listener and spawns its accept loop.
 pub(crate) async fn bind<S: Serializer>(
     ctx: Arc<ServerCtx<S>>,
-    specs: Vec<ListenerSpec>,
+    specs: Vec<Listener>,
     http: Arc<HttpSide>,
 ) -> io::Result<Server<S>> {
     let stop = CancellationToken::new();
@@ -46,24 +37,17 @@ pub(crate) async fn bind<S: Serializer>(
         max: ctx.config.max_connections,
         all_done: tokio::sync::Notify::new(),
     });
+    // One table for the whole server: a client's connections count together on every port.
+    let per_ip = PerIp::new(&ctx.config.per_ip);
     let mut tasks = JoinSet::new();
     let mut addrs = Vec::new();
     for spec in specs {
-        let (addr, ws, tls) = match spec {
-            ListenerSpec::Tcp { addr, tls } => (addr, None, tls),
-            ListenerSpec::WebSocket { addr, path, tls } => (addr, Some(path), tls),
-        };
-        let listener = TcpListener::bind(&addr).await?;
+        let transport = spec.transport();
+        let listener = TcpListener::bind(&spec.addr).await?;
         let local = listener.local_addr()?;
-        let transport = match (&ws, &tls) {
-            (None, None) => Transport::Tcp,
-            (None, Some(_)) => Transport::TcpTls,
-            (Some(_), None) => Transport::WebSocket,
-            (Some(_), Some(_)) => Transport::WebSocketTls,
-        };
-        tracing::info!(%local, ?transport, "listening");
+        tracing::info!(%local, ?transport, proxy_protocol = spec.proxy_protocol, "listening");
         addrs.push((transport, local));
-        let http = ws.map(|path| {
+        let http = spec.ws_path.map(|path| {
             Arc::new(HttpSide {
                 ws_path: path,
                 allowed_origins: http.allowed_origins.clone(),
@@ -71,11 +55,21 @@ pub(crate) async fn bind<S: Serializer>(
                 max_ws_payload: http.max_ws_payload,
             })
         });
+        let edge = Edge {
+            proxy: spec.proxy_protocol.then(|| {
+                Arc::new(ProxyEdge {
+                    timeout: ctx.config.handshake_timeout,
+                    per_ip: per_ip.clone(),
+                })
+            }),
+            per_ip: per_ip.clone(),
+        };
         tasks.spawn(accept_loop(
             listener,
             ctx.clone(),
-            tls,
+            spec.tls,
             http,
+            edge,
             stop.clone(),
             conns.clone(),
         ));
@@ -89,7 +83,49 @@ pub(crate) async fn bind<S: Serializer>(
         stop_accepting: stop,
         accept_tasks: tasks,
         conns,
+        per_ip,
     })
+}
+
+/// What a listener does at its edge, before its transport: the PROXY header (when it expects
+/// one) and the per-IP limits (when set).
+struct Edge {
+    proxy: Option<Arc<ProxyEdge>>,
+    per_ip: Option<Arc<PerIp>>,
+}
+
+/// A PROXY-protocol listener's edge, run on the connection's task.
+struct ProxyEdge {
+    timeout: Duration,
+    per_ip: Option<Arc<PerIp>>,
+}
+
+impl ProxyEdge {
+    /// Reads the header (bounded by the handshake timeout), then applies the per-IP limits to
+    /// the client it names. `None`: the connection must close (the reason is traced).
+    async fn enter(
+        &self,
+        stream: &mut TcpStream,
+        peer: SocketAddr,
+        done: &mut ConnDone,
+    ) -> Option<SocketAddr> {
+        let read = tokio::time::timeout(self.timeout, proxy::read_header(stream, peer));
+        let remote = match read.await {
+            Ok(Ok(remote)) => remote,
+            Ok(Err(e)) => {
+                tracing::info!(%peer, error = %e, "PROXY header refused: closing");
+                return None;
+            }
+            Err(_) => {
+                tracing::info!(%peer, "PROXY header timeout: closing");
+                return None;
+            }
+        };
+        if let Some(per_ip) = &self.per_ip {
+            done.ip = Some(per_ip.admit(remote.ip()).ok()?);
+        }
+        Some(remote)
+    }
 }
 
 async fn accept_loop<S: Serializer>(
@@ -97,6 +133,7 @@ async fn accept_loop<S: Serializer>(
     ctx: Arc<ServerCtx<S>>,
     tls: Option<TlsConfig>,
     http: Option<Arc<HttpSide>>,
+    edge: Edge,
     stop: CancellationToken,
     conns: Arc<ConnTracker>,
 ) {
@@ -124,33 +161,76 @@ async fn accept_loop<S: Serializer>(
             drop(stream);
             continue;
         };
+        let mut done = ConnDone {
+            permit: Some(permit),
+            conns: conns.clone(),
+            ip: None,
+        };
+        // Without the PROXY protocol the peer is the client: its limits apply here, at once.
+        // Behind it, they apply to the client the header names, once it is read.
+        if let (None, Some(per_ip)) = (&edge.proxy, &edge.per_ip) {
+            match per_ip.admit(remote.ip()) {
+                Ok(guard) => done.ip = Some(guard),
+                Err(_) => continue, // counted and traced; dropping the stream closes it
+            }
+        }
         let _ = stream.set_nodelay(true);
+        limit_unsent(&stream);
         let ctx = ctx.clone();
         let tls = tls.clone();
         let http = http.clone();
-        let done = ConnDone {
-            permit: Some(permit),
-            conns: conns.clone(),
-        };
+        let proxy = edge.proxy.clone();
         // One task type per transport: each task is only as large as its own path needs (a
         // plain TCP task does not carry TLS or WebSocket state).
         match (tls, http) {
             (None, None) => tokio::spawn(async move {
+                let mut stream = stream;
+                let remote = match &proxy {
+                    None => remote,
+                    Some(p) => match p.enter(&mut stream, remote, &mut done).await {
+                        Some(r) => r,
+                        None => return,
+                    },
+                };
                 tcp_connection(ctx, stream, remote).await;
                 drop(done);
             }),
             (Some(tls), None) => tokio::spawn(async move {
+                let mut stream = stream;
+                let remote = match &proxy {
+                    None => remote,
+                    Some(p) => match p.enter(&mut stream, remote, &mut done).await {
+                        Some(r) => r,
+                        None => return,
+                    },
+                };
                 if let Some(stream) = tls_accept(&ctx, &tls, stream, remote).await {
                     let (r, w) = tokio::io::split(stream);
-                    agent::serve(ctx, StreamSource(r), StreamSink(w), remote).await;
+                    agent::serve(ctx, StreamSource::new(r), StreamSink(w), remote).await;
                 }
                 drop(done);
             }),
             (None, Some(http)) => tokio::spawn(async move {
+                let mut stream = stream;
+                let remote = match &proxy {
+                    None => remote,
+                    Some(p) => match p.enter(&mut stream, remote, &mut done).await {
+                        Some(r) => r,
+                        None => return,
+                    },
+                };
                 websocket(ctx, stream, remote, &http).await;
                 drop(done);
             }),
             (Some(tls), Some(http)) => tokio::spawn(async move {
+                let mut stream = stream;
+                let remote = match &proxy {
+                    None => remote,
+                    Some(p) => match p.enter(&mut stream, remote, &mut done).await {
+                        Some(r) => r,
+                        None => return,
+                    },
+                };
                 if let Some(stream) = tls_accept(&ctx, &tls, stream, remote).await {
                     websocket(ctx, stream, remote, &http).await;
                 }
@@ -160,15 +240,35 @@ async fn accept_loop<S: Serializer>(
     }
 }
 
+/// Unsent bytes the kernel holds for one connection before its writes block (and below half
+/// of which a blocked write is woken): with it, a write to a peer that reads slowly makes
+/// progress in steps of at most 32 KiB, so the write deadline measures the peer's reading, not
+/// the size the kernel's send buffer has grown to (a third of it, up to megabytes, must drain
+/// before a blocked writer is woken otherwise). It also caps what a stuck peer holds in the
+/// kernel.
+const MAX_UNSENT: u32 = 64 * 1024;
+
+fn limit_unsent(stream: &TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(MAX_UNSENT) {
+        tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (stream, MAX_UNSENT);
+}
+
 /// Held by a connection's task: frees its place under the connection limit when it ends, and
 /// tells a waiting shutdown when it was the last.
 struct ConnDone {
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
     conns: Arc<ConnTracker>,
+    /// The client's place under the per-IP limits, when they are on.
+    ip: Option<IpGuard>,
 }
 
 impl Drop for ConnDone {
     fn drop(&mut self) {
+        drop(self.ip.take());
         drop(self.permit.take());
         if self.conns.active() == 0 {
             self.conns.all_done.notify_waiters();
@@ -191,7 +291,12 @@ async fn tls_accept<S>(
     stream: TcpStream,
     remote: SocketAddr,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(ctx.config.handshake_timeout, tls.acceptor.accept(stream)).await {
+    let accept = tokio::time::timeout(ctx.config.handshake_timeout, tls.acceptor.accept(stream));
+    let accepted = tokio::select! {
+        r = accept => r,
+        () = ctx.dropped.cancelled() => return None,
+    };
+    match accepted {
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
             tracing::info!(%remote, error = %e, "TLS handshake failed");
@@ -210,15 +315,19 @@ where
     IO: Upgraded,
 {
     // Boxed: the HTTP phase is over once upgraded, so it must not stay in this future.
-    let accepted = tokio::time::timeout(
+    let accept = tokio::time::timeout(
         ctx.config.handshake_timeout,
         Box::pin(http::accept(stream, http)),
-    )
-    .await;
+    );
+    let accepted = tokio::select! {
+        r = accept => r,
+        () = ctx.dropped.cancelled() => return,
+    };
     match accepted {
         Ok(Ok(http::Accepted::WebSocket(stream, leftover))) => {
             let (read, write) = stream.into_halves();
             let (source, sink) = ws::pair(read, write, leftover, http.max_ws_payload);
+            let source = source.with_write_timeout(ctx.config.write_timeout);
             agent::serve(ctx, source, sink, remote).await;
         }
         Ok(Ok(http::Accepted::Done)) => {}
@@ -246,6 +355,7 @@ mod tests {
             .unwrap();
         let (stream, remote) = listener.accept().await.unwrap();
         let conn = tcp_connection(ctx(), stream, remote);
+        let tcp_size = size_of_future(&conn);
         assert!(
             size_of_future(&conn) <= 2048,
             "connection task: {}",
@@ -269,6 +379,33 @@ mod tests {
             size_of_future(&ws) <= 2048,
             "websocket task: {}",
             size_of_future(&ws)
+        );
+
+        // The PROXY header is read into a heap buffer.
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut stream, remote) = listener.accept().await.unwrap();
+        let edge = ProxyEdge {
+            timeout: Duration::from_secs(1),
+            per_ip: None,
+        };
+        let mut done = ConnDone {
+            permit: None,
+            conns: Arc::new(ConnTracker {
+                limit: Arc::new(Semaphore::new(1)),
+                max: 1,
+                all_done: tokio::sync::Notify::new(),
+            }),
+            ip: None,
+        };
+        let enter = edge.enter(&mut stream, remote, &mut done);
+        // Smaller than the phase after it, with which it shares the task's storage: a task
+        // is no larger for the PROXY phase its listener may run (nor when it runs none).
+        assert!(
+            size_of_future(&enter) < tcp_size,
+            "PROXY phase: {} (TCP connection: {tcp_size})",
+            size_of_future(&enter)
         );
     }
 

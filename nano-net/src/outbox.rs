@@ -6,17 +6,21 @@
 //! write?" without taking the lock. An idle connection's queue holds no allocation beyond a few
 //! slots.
 //!
+//! The queue is bounded twice: in packets and in bytes (the packets' total length, counted
+//! under the same lock as the packets themselves, mirrored in an atomic next to the length).
+//!
 //! The wake-up is a flag plus an [`AtomicWaker`]: cheaper to wait on, turn after turn, than a
 //! `tokio::sync::Notify`, whose waiting future takes the notifier's lock each time it is polled.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::task::AtomicWaker;
+
+use crate::sync::{
+    seq_cst_store_load, AtomicBool, AtomicUsize, AtomicWaker, Mutex, MutexGuard, Ordering,
+};
 
 /// Slots kept allocated between bursts; a larger queue is released once drained.
 const KEEP_SLOTS: usize = 16;
@@ -34,6 +38,8 @@ pub(crate) enum PushError {
 pub(crate) struct Outbox {
     /// `queue.packets.len()`, written under the lock, read without it.
     len: AtomicUsize,
+    /// `queue.bytes`, written under the lock, read without it.
+    bytes: AtomicUsize,
     /// Set by a wake-up, cleared by the task that observes it.
     woken: AtomicBool,
     /// Whether the connection's task is waiting: only then does a push need to wake it. A push
@@ -42,10 +48,13 @@ pub(crate) struct Outbox {
     queue: Mutex<Queue>,
     waker: AtomicWaker,
     capacity: usize,
+    max_bytes: usize,
 }
 
 struct Queue {
     packets: Packets,
+    /// Total length of `packets`.
+    bytes: usize,
     closed: bool,
 }
 
@@ -71,12 +80,13 @@ impl Packets {
         }
     }
 
-    /// Moves up to `max` of the oldest packets into `batch`.
-    fn take_into(&mut self, batch: &mut Vec<Bytes>, max: usize) {
+    /// Moves up to `max` of the oldest packets into `batch`; returns their total length.
+    fn take_into(&mut self, batch: &mut Vec<Bytes>, max: usize) -> usize {
         let mut max = max;
         if max == 0 {
-            return;
+            return 0;
         }
+        let start = batch.len();
         if let Some(p) = self.first.take() {
             batch.push(p);
             max -= 1;
@@ -86,6 +96,7 @@ impl Packets {
         if self.rest.is_empty() && self.rest.capacity() > KEEP_SLOTS {
             self.rest = VecDeque::new();
         }
+        batch[start..].iter().map(Bytes::len).sum()
     }
 
     fn into_vec(self) -> Vec<Bytes> {
@@ -96,21 +107,26 @@ impl Packets {
 }
 
 impl Outbox {
-    pub fn new(capacity: usize) -> Self {
+    /// A queue of at most `capacity` packets and `max_bytes` bytes (a packet larger than
+    /// `max_bytes` is still taken into an empty queue).
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         Outbox {
             queue: Mutex::new(Queue {
                 packets: Packets::default(),
+                bytes: 0,
                 closed: false,
             }),
             len: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
             capacity: capacity.max(1),
+            max_bytes: max_bytes.max(1),
             woken: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             parked: AtomicBool::new(false),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -122,14 +138,18 @@ impl Outbox {
             return Err(PushError::Closed);
         }
         let len = q.packets.len();
-        if len >= self.capacity {
+        let bytes = q.bytes + packet.len();
+        if len >= self.capacity || (len > 0 && bytes > self.max_bytes) {
             return Err(PushError::Full);
         }
         q.packets.push_back(packet);
+        q.bytes = bytes;
+        self.bytes.store(bytes, Ordering::Relaxed);
         // SeqCst pairs with `set_parked(true)` followed by `is_empty()`: either the task sees
         // this packet before it waits, or we see it waiting.
         self.len.store(len + 1, Ordering::SeqCst);
         drop(q);
+        seq_cst_store_load();
         if len == 0 && self.parked.load(Ordering::SeqCst) {
             self.wake();
         }
@@ -139,6 +159,7 @@ impl Outbox {
     /// Marks the connection's task as waiting (true) or running (false).
     pub fn set_parked(&self, parked: bool) {
         self.parked.store(parked, Ordering::SeqCst);
+        seq_cst_store_load();
     }
 
     /// Whether nothing is queued.
@@ -152,8 +173,21 @@ impl Outbox {
     }
 
     /// The most packets the queue holds.
+    #[allow(dead_code)] // the loom model and tests
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Bytes queued now.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the queue is half full, in packets or in bytes: time for the connection's
+    /// task to write before reading on.
+    #[inline]
+    pub fn half_full(&self) -> bool {
+        self.len() >= self.capacity / 2 || self.bytes() >= self.max_bytes / 2
     }
 
     /// Completes at the next wake-up (a packet queued into an empty queue while the task was
@@ -176,7 +210,10 @@ impl Outbox {
 
     /// Wakes the connection's task (new packets, or time to close or stop).
     pub fn wake(&self) {
-        self.woken.store(true, Ordering::SeqCst);
+        // A swap, not a store: the same instruction as a `SeqCst` store on x86 (`xchg`), and
+        // the model checker orders it against the task's own swap (it mis-orders a plain store
+        // against a concurrent read-modify-write: a wake-up lost that cannot be).
+        self.woken.swap(true, Ordering::SeqCst);
         self.waker.wake();
     }
 
@@ -186,7 +223,8 @@ impl Outbox {
             return;
         }
         let mut q = self.lock();
-        q.packets.take_into(batch, max);
+        q.bytes -= q.packets.take_into(batch, max);
+        self.bytes.store(q.bytes, Ordering::Relaxed);
         self.len.store(q.packets.len(), Ordering::SeqCst);
     }
 
@@ -194,14 +232,17 @@ impl Outbox {
     pub fn close(&self) -> Vec<Bytes> {
         let mut q = self.lock();
         q.closed = true;
+        q.bytes = 0;
+        self.bytes.store(0, Ordering::Relaxed);
         self.len.store(0, Ordering::SeqCst);
         std::mem::take(&mut q.packets).into_vec()
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(nano_loom)))]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -211,7 +252,7 @@ mod tests {
 
     #[test]
     fn length_follows_pushes_and_takes() {
-        let o = Outbox::new(4);
+        let o = Outbox::new(4, usize::MAX);
         assert!(o.is_empty());
         for n in 0..4 {
             o.push(packet(n)).unwrap();
@@ -233,8 +274,32 @@ mod tests {
     }
 
     #[test]
+    fn bytes_are_bounded_too() {
+        let o = Outbox::new(100, 10);
+        o.push(Bytes::from(vec![0; 6])).unwrap();
+        o.push(Bytes::from(vec![1; 4])).unwrap();
+        assert_eq!(o.bytes(), 10);
+        assert!(o.half_full(), "half the bytes");
+        assert_eq!(o.push(Bytes::from(vec![2; 1])), Err(PushError::Full));
+        let mut batch = Vec::new();
+        o.take(&mut batch, 1);
+        assert_eq!(o.bytes(), 4);
+        assert!(!o.half_full());
+        o.push(Bytes::from(vec![3; 6])).unwrap();
+        assert_eq!(o.push(Bytes::from(vec![4; 1])), Err(PushError::Full));
+        batch.clear();
+        o.take(&mut batch, 8);
+        assert_eq!(o.bytes(), 0);
+        // Alone in the queue, a packet over the byte bound still goes out.
+        o.push(Bytes::from(vec![5; 50])).unwrap();
+        assert_eq!(o.push(Bytes::from(vec![6; 1])), Err(PushError::Full));
+        assert_eq!(o.close().len(), 1);
+        assert_eq!(o.bytes(), 0);
+    }
+
+    #[test]
     fn order_is_kept_across_the_inline_slot() {
-        let o = Outbox::new(8);
+        let o = Outbox::new(8, usize::MAX);
         let mut batch = Vec::new();
         for n in 0..3 {
             o.push(packet(n)).unwrap();
@@ -258,7 +323,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_wakes_a_parked_task_only() {
-        let o = Outbox::new(8);
+        let o = Outbox::new(8, usize::MAX);
         // Not parked: the task's own pushes leave no wake-up behind.
         o.push(packet(1)).unwrap();
         let pending = tokio::time::timeout(Duration::from_millis(20), o.woken()).await;
@@ -277,7 +342,7 @@ mod tests {
         // Two producers and a thread of stray wake-ups (as a close would make) race the
         // consumer's park / check / wait: a lost wake-up stalls the consumer (timeout).
         const EACH: u32 = 20_000;
-        let o = Arc::new(Outbox::new(64));
+        let o = Arc::new(Outbox::new(64, usize::MAX));
         let done = Arc::new(AtomicBool::new(false));
         let producers: Vec<_> = (0..2u32)
             .map(|p| {
@@ -329,5 +394,103 @@ mod tests {
             p.join().unwrap();
         }
         stray.join().unwrap();
+    }
+}
+
+/// Model checks of the wake-up protocol: every interleaving (within loom's bounds) of
+/// producers pushing, the connection's task parking and checking, and stray wake-ups (a close
+/// or an abort). A lost wake-up leaves the task blocked forever, which loom reports.
+#[cfg(all(test, nano_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicBool;
+    use loom::sync::Arc;
+
+    fn packet(n: u8) -> Bytes {
+        Bytes::from(vec![n])
+    }
+
+    /// Every interleaving with up to three preemptions (loom's advice: most concurrency bugs
+    /// need two or three; unbounded, two producers and the task take hours).
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(f);
+    }
+
+    /// The connection task's loop, as the agent runs it: take, park, check, wait.
+    fn consume(o: &Outbox, want: usize, stop: Option<&AtomicBool>) -> Vec<Bytes> {
+        let mut got = Vec::new();
+        loop {
+            o.take(&mut got, usize::MAX);
+            if got.len() >= want || stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+                return got;
+            }
+            o.set_parked(true);
+            if o.is_empty() {
+                loom::future::block_on(o.woken());
+            }
+            o.set_parked(false);
+        }
+    }
+
+    #[test]
+    fn loom_packets_queued_by_two_producers_always_wake_the_task() {
+        model(|| {
+            let o = Arc::new(Outbox::new(8, usize::MAX));
+            let producers: Vec<_> = (0..2u8)
+                .map(|n| {
+                    let o = o.clone();
+                    loom::thread::spawn(move || o.push(packet(n)).unwrap())
+                })
+                .collect();
+            let got = consume(&o, 2, None);
+            assert_eq!(got.len(), 2);
+            for p in producers {
+                p.join().unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn loom_a_push_and_a_stray_wake_up_never_leave_the_task_waiting() {
+        model(|| {
+            let o = Arc::new(Outbox::new(8, usize::MAX));
+            let producer = {
+                let o = o.clone();
+                loom::thread::spawn(move || {
+                    o.push(packet(1)).unwrap();
+                    o.push(packet(2)).unwrap();
+                })
+            };
+            // A wake-up with nothing queued (as a kick's, racing the pushes) must not eat the
+            // one a later push needs.
+            let stray = {
+                let o = o.clone();
+                loom::thread::spawn(move || o.wake())
+            };
+            let got = consume(&o, 2, None);
+            assert_eq!(got, vec![packet(1), packet(2)], "in order");
+            producer.join().unwrap();
+            stray.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_an_end_signalled_by_wake_is_always_seen() {
+        model(|| {
+            let o = Arc::new(Outbox::new(8, usize::MAX));
+            let closing = Arc::new(AtomicBool::new(false));
+            let ender = {
+                let (o, closing) = (o.clone(), closing.clone());
+                // What ConnState::end does: set the flag, then wake.
+                loom::thread::spawn(move || {
+                    closing.store(true, Ordering::SeqCst);
+                    o.wake();
+                })
+            };
+            consume(&o, usize::MAX, Some(&closing));
+            ender.join().unwrap();
+        });
     }
 }

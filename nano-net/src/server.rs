@@ -24,12 +24,19 @@ pub enum Transport {
 }
 
 /// A running server: its addresses, its engine, and the way to stop it.
+///
+/// Dropping a `Server` without [`Server::shutdown`] stops it at once: the listeners close
+/// (their ports stop accepting), the heartbeat sweeper stops, and every connection is
+/// aborted (closed without flushing or a Kick; its session is unregistered and its
+/// session-closed callbacks run). The engine's `before_shutdown` and `shutdown` hooks run only
+/// with [`Server::shutdown`].
 pub struct Server<S> {
     pub(crate) ctx: Arc<ServerCtx<S>>,
     pub(crate) addrs: Vec<(Transport, SocketAddr)>,
     pub(crate) stop_accepting: CancellationToken,
     pub(crate) accept_tasks: JoinSet<()>,
     pub(crate) conns: Arc<ConnTracker>,
+    pub(crate) per_ip: Option<Arc<crate::per_ip::PerIp>>,
 }
 
 /// Counts live connection tasks so shutdown can wait for them.
@@ -69,6 +76,14 @@ impl<S: Serializer> Server<S> {
         self.conns.active()
     }
 
+    /// Connections refused by the per-IP limits so far (all zero when they are off).
+    pub fn per_ip_refusals(&self) -> crate::PerIpRefusals {
+        self.per_ip
+            .as_ref()
+            .map(|t| t.refusals())
+            .unwrap_or_default()
+    }
+
     /// Number of sessions that completed the handshake and are open.
     pub fn sessions(&self) -> usize {
         self.ctx.session_count()
@@ -83,7 +98,9 @@ impl<S: Serializer> Server<S> {
 
     /// Graceful shutdown: stop accepting, run `before_shutdown`, kick every session (the kick
     /// is flushed), wait for the connections to end (bounded by the configured shutdown
-    /// timeout), run the session-closed callbacks and `shutdown`.
+    /// timeout), run the session-closed callbacks and `shutdown`. A connection whose peer
+    /// does not read ends within the write timeout; any still open when the shutdown timeout
+    /// passes is aborted.
     pub async fn shutdown(mut self) {
         self.stop_accepting.cancel();
         while self.accept_tasks.join_next().await.is_some() {}
@@ -109,6 +126,14 @@ impl<S: Serializer> Server<S> {
         }
         self.ctx.engine.shutdown().await;
         tracing::info!("server stopped");
+    }
+}
+
+impl<S> Drop for Server<S> {
+    fn drop(&mut self) {
+        self.stop_accepting.cancel();
+        self.accept_tasks.abort_all();
+        self.ctx.kill_all();
     }
 }
 

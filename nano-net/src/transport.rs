@@ -4,35 +4,212 @@
 
 use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 /// Where inbound bytes come from.
 pub(crate) trait PacketSource: Send + 'static {
     /// Appends what arrived to `buf`; `Ok(0)` means the peer closed.
     fn read_into(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// Caps the read buffer allocated per read at `max` bytes (before the handshake completes,
+    /// a peer is allowed only a small buffer), or lifts the cap (`None`).
+    fn limit_reads(&mut self, max: Option<usize>);
 }
 
-/// Where outbound packets go.
+/// Where outbound packets go. Every write that the socket accepts bytes of marks `progress`
+/// (the agent's write deadline counts time without progress).
 pub(crate) trait PacketSink: Send + 'static {
     /// Writes every packet of the batch (one vectored write on streams, one frame on
     /// WebSocket) and flushes.
-    fn send_batch(&mut self, batch: &[Bytes]) -> impl Future<Output = io::Result<()>> + Send;
+    fn send_batch_tracked(
+        &mut self,
+        batch: &[Bytes],
+        progress: &Progress,
+    ) -> impl Future<Output = io::Result<()>> + Send;
 
     /// Closes the write side; `error` is a protocol-error reason for a WebSocket close frame.
-    fn shutdown(&mut self, error: Option<String>) -> impl Future<Output = io::Result<()>> + Send;
+    fn shutdown_tracked(
+        &mut self,
+        error: Option<String>,
+        progress: &Progress,
+    ) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// [`PacketSink::send_batch_tracked`] without a deadline (tests).
+    #[cfg(test)]
+    fn send_batch(&mut self, batch: &[Bytes]) -> impl Future<Output = io::Result<()>> + Send {
+        async move { self.send_batch_tracked(batch, &Progress::default()).await }
+    }
+
+    /// [`PacketSink::shutdown_tracked`] without a deadline (tests).
+    #[cfg(test)]
+    fn shutdown(&mut self, error: Option<String>) -> impl Future<Output = io::Result<()>> + Send {
+        async move { self.shutdown_tracked(error, &Progress::default()).await }
+    }
 }
 
-/// The read half of a byte stream.
-pub(crate) struct StreamSource<R>(pub R);
+/// Whether a write made progress (the socket accepted bytes) since the deadline last looked.
+/// Lives in the writing task's own future: marking it touches no shared cache line.
+#[derive(Debug, Default)]
+pub(crate) struct Progress(AtomicBool);
+
+impl Progress {
+    /// Bytes were accepted.
+    #[inline]
+    pub fn mark(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether bytes were accepted since the last call.
+    #[inline]
+    pub fn take(&self) -> bool {
+        self.0.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// Why a bounded write did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stalled {
+    /// The connection was killed meanwhile.
+    Killed,
+    /// No byte was accepted for the whole write deadline.
+    TimedOut,
+}
+
+/// Checks of the progress flag per write deadline: a stall is detected between 1 and 1 + 1/4
+/// deadlines after the last byte was accepted.
+const DEADLINE_CHECKS: u32 = 4;
+
+/// Drives `write` to its end unless it accepts no byte for `limit` (its sink marks `progress`)
+/// or `kill` is cancelled. A write that completes at once (the usual case) builds neither a
+/// timer nor the kill token's future: the clock starts only once the write is pending.
+pub(crate) async fn bounded_write<F: Future>(
+    write: F,
+    progress: &Progress,
+    limit: Duration,
+    kill: Option<&CancellationToken>,
+) -> Result<F::Output, Stalled> {
+    let mut write = std::pin::pin!(write);
+    if let Poll::Ready(r) = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        return Ok(r);
+    }
+    if kill.is_some_and(CancellationToken::is_cancelled) {
+        return Err(Stalled::Killed);
+    }
+    progress.take();
+    // The slow path: its timer and the kill token's future live in one allocation, so the
+    // connection's task (which holds this future while writing) stays small.
+    let watchdog = Box::pin(async move {
+        let step = (limit / DEADLINE_CHECKS).max(Duration::from_millis(1));
+        let deadline = async {
+            let mut silent = 0;
+            loop {
+                tokio::time::sleep(step).await;
+                if progress.take() {
+                    silent = 0;
+                } else {
+                    silent += 1;
+                    if silent >= DEADLINE_CHECKS {
+                        return Stalled::TimedOut;
+                    }
+                }
+            }
+        };
+        match kill {
+            Some(kill) => tokio::select! {
+                biased;
+                () = kill.cancelled() => Stalled::Killed,
+                s = deadline => s,
+            },
+            None => deadline.await,
+        }
+    });
+    tokio::select! {
+        biased;
+        r = write => Ok(r),
+        s = watchdog => Err(s),
+    }
+}
+
+/// A writer that marks `progress` whenever the stream accepts bytes.
+struct Tracked<'a, W> {
+    io: &'a mut W,
+    progress: &'a Progress,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Tracked<'_, W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = ready!(Pin::new(&mut *self.io).poll_write(cx, buf))?;
+        if n > 0 {
+            self.progress.mark();
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let n = ready!(Pin::new(&mut *self.io).poll_write_vectored(cx, bufs))?;
+        if n > 0 {
+            self.progress.mark();
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_shutdown(cx)
+    }
+}
+
+/// The read half of a byte stream (TLS).
+pub(crate) struct StreamSource<R> {
+    io: R,
+    /// Bytes reserved per read.
+    chunk: usize,
+}
+
+impl<R> StreamSource<R> {
+    /// Bytes reserved per read once the handshake is done.
+    const CHUNK: usize = 4096;
+
+    pub fn new(io: R) -> Self {
+        StreamSource {
+            io,
+            chunk: Self::CHUNK,
+        }
+    }
+}
 
 impl<R: AsyncRead + Unpin + Send + 'static> PacketSource for StreamSource<R> {
     async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
+        if buf.capacity() - buf.len() < self.chunk / 4 {
+            buf.reserve(self.chunk);
         }
-        self.0.read_buf(buf).await
+        self.io.read_buf(buf).await
+    }
+
+    fn limit_reads(&mut self, max: Option<usize>) {
+        self.chunk = max.map_or(Self::CHUNK, |m| m.clamp(64, Self::CHUNK));
     }
 }
 
@@ -46,6 +223,8 @@ impl<R: AsyncRead + Unpin + Send + 'static> PacketSource for StreamSource<R> {
 pub(crate) struct TcpSource {
     half: tokio::net::tcp::OwnedReadHalf,
     chunk: usize,
+    /// The largest buffer allocated per read ([`TcpSource::MAX_CHUNK`] unless limited).
+    max_chunk: usize,
 }
 
 impl TcpSource {
@@ -58,13 +237,20 @@ impl TcpSource {
         TcpSource {
             half,
             chunk: Self::MIN_CHUNK,
+            max_chunk: Self::MAX_CHUNK,
         }
     }
 
     /// The next buffer size after a read of `n` bytes into `spare` free bytes.
+    #[cfg(test)]
     pub(crate) fn adapt(chunk: usize, n: usize, spare: usize) -> usize {
+        Self::adapt_to(chunk, n, spare, Self::MAX_CHUNK)
+    }
+
+    /// [`TcpSource::adapt`] with a cap of `max`.
+    pub(crate) fn adapt_to(chunk: usize, n: usize, spare: usize, max: usize) -> usize {
         if n == spare {
-            (chunk * 2).min(Self::MAX_CHUNK)
+            (chunk * 2).min(max)
         } else if n < chunk / 4 {
             (chunk / 2).max(Self::MIN_CHUNK)
         } else {
@@ -86,8 +272,15 @@ impl PacketSource for TcpSource {
         // `read_buf`, not `try_read_buf`: a short read clears the socket's readiness, saving
         // the extra read that would only return "would block".
         let n = self.half.read_buf(buf).await?;
-        self.chunk = Self::adapt(self.chunk, n, spare);
+        self.chunk = Self::adapt_to(self.chunk, n, spare, self.max_chunk);
         Ok(n)
+    }
+
+    fn limit_reads(&mut self, max: Option<usize>) {
+        self.max_chunk = max.map_or(Self::MAX_CHUNK, |m| {
+            m.clamp(Self::MIN_CHUNK, Self::MAX_CHUNK)
+        });
+        self.chunk = self.chunk.min(self.max_chunk);
     }
 }
 
@@ -103,12 +296,20 @@ pub(crate) async fn wait_readable(half: &tokio::net::tcp::OwnedReadHalf) -> io::
 pub(crate) struct StreamSink<W>(pub W);
 
 impl<W: AsyncWrite + Unpin + Send + 'static> PacketSink for StreamSink<W> {
-    async fn send_batch(&mut self, batch: &[Bytes]) -> io::Result<()> {
-        write_all_vectored(&mut self.0, batch).await?;
-        self.0.flush().await
+    async fn send_batch_tracked(&mut self, batch: &[Bytes], progress: &Progress) -> io::Result<()> {
+        let mut w = Tracked {
+            io: &mut self.0,
+            progress,
+        };
+        write_all_vectored(&mut w, batch).await?;
+        w.flush().await
     }
 
-    async fn shutdown(&mut self, _error: Option<String>) -> io::Result<()> {
+    async fn shutdown_tracked(
+        &mut self,
+        _error: Option<String>,
+        _progress: &Progress,
+    ) -> io::Result<()> {
         self.0.shutdown().await
     }
 }

@@ -63,11 +63,20 @@ BIN_DIR="$TARGET_DIR/debug/examples"
 
 SERVER_PIDS=()
 cleanup() {
-  local pid
+  local pid i
   for pid in "${SERVER_PIDS[@]}"; do
     kill "$pid" 2>/dev/null || true
   done
+  # SIGTERM is a graceful shutdown, bounded here: a server still running after 15 s is killed.
   for pid in "${SERVER_PIDS[@]}"; do
+    for i in $(seq 1 150); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "== browser tests: pid $pid ignored SIGTERM for 15 s: killing it" >&2
+      kill -9 "$pid" 2>/dev/null || true
+    fi
     wait "$pid" 2>/dev/null || true
   done
 }
@@ -137,10 +146,13 @@ for f in "${FILES[@]}"; do
   [ -f "$HERE/$f" ] || die "no test file tests/browser/$f"
 done
 
-log "node --test ${FILES[*]}"
+log "node --test --test-timeout=${NODE_TEST_TIMEOUT_MS:-60000} ${FILES[*]}"
 REPORT="$LOG_DIR/node-test.tap"
 set +e
-(cd "$HERE" && node --test --test-concurrency=1 --test-reporter=tap "${FILES[@]}") | tee "$REPORT"
+# Every test is bounded: one that hangs fails after NODE_TEST_TIMEOUT_MS (a test may set a
+# longer timeout of its own, e.g. the browser tests).
+NODE_TEST_TIMEOUT_MS="${NODE_TEST_TIMEOUT_MS:-60000}"
+(cd "$HERE" && node --test --test-concurrency=1 --test-timeout="$NODE_TEST_TIMEOUT_MS" --test-reporter=tap "${FILES[@]}") | tee "$REPORT"
 STATUS=${PIPESTATUS[0]}
 set -e
 

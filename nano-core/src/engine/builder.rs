@@ -8,7 +8,7 @@ use super::{BuildError, Decoder, Engine, Inner, Registration, Route, DEFAULT_SCH
 use crate::protocol::Dictionary;
 use crate::scheduler::{PendingScheduler, Scheduler};
 use crate::shared::Shared;
-use crate::{Component, Json, Pipeline, Serializer};
+use crate::{Component, Json, Pipeline, RateLimit, Serializer};
 
 /// A registered component before the engine is built: where it lives, its route table, and
 /// its monomorphized decode and job-making functions.
@@ -41,6 +41,7 @@ pub struct EngineBuilder<S = Json> {
     compress: bool,
     max_packet_size: usize,
     max_inflight: usize,
+    rate_limit: Option<RateLimit>,
 }
 
 impl<S: Serializer> Default for EngineBuilder<S> {
@@ -61,6 +62,7 @@ impl<S: Serializer> EngineBuilder<S> {
             compress: true,
             max_packet_size: crate::protocol::DEFAULT_MAX_PACKET_SIZE,
             max_inflight: 64,
+            rate_limit: None,
         }
     }
 
@@ -145,6 +147,25 @@ impl<S: Serializer> EngineBuilder<S> {
         self
     }
 
+    /// Limits how many messages (requests and notifies) each session may send: a token bucket
+    /// per session, checked before anything else is done with a message. Over the limit, a
+    /// request is answered with `NANO-429` and a notify dropped, or the session is kicked
+    /// (see [`OverLimit`](crate::OverLimit)). Default: no limit. `None` turns it off again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nano_core::{EngineBuilder, Json, RateLimit};
+    ///
+    /// let builder = EngineBuilder::<Json>::new().rate_limit(RateLimit::new(50.0, 100));
+    /// # drop(builder);
+    /// ```
+    #[must_use]
+    pub fn rate_limit(mut self, limit: impl Into<Option<RateLimit>>) -> Self {
+        self.rate_limit = limit.into();
+        self
+    }
+
     /// Builds the engine; call [`Engine::start`] inside a tokio runtime to run it.
     ///
     /// # Errors
@@ -209,6 +230,7 @@ impl<S: Serializer> EngineBuilder<S> {
                 handles,
                 pending: Mutex::new(Some(self.schedulers)),
                 tasks: Mutex::new(Vec::new()),
+                rate_limit: self.rate_limit,
             }),
         })
     }

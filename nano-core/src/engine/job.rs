@@ -8,7 +8,7 @@ use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
 use crate::component::{BoxedPayload, Call, Responder};
-use crate::scheduler::{Job, Scheduler};
+use crate::scheduler::{Job, Lane, Scheduler};
 use crate::session::InFlight;
 use crate::shared::Shared;
 use crate::{Component, Context, Error, Serializer, Session};
@@ -48,7 +48,7 @@ pub(crate) fn run_hook<C: Component>(
         }
         let _ = tx.send(());
     }));
-    if !scheduler.enqueue(slot, job) {
+    if !scheduler.enqueue(Lane::WORK, slot, job) {
         tracing::debug!(component = C::NAME, ?hook, "scheduler stopped before hook");
     }
     rx

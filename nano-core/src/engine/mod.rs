@@ -5,6 +5,7 @@
 //! scheduler), and enqueues the call on the component's scheduler.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -12,12 +13,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::component::BoxedPayload;
-use crate::pipeline::Envelope;
+use crate::pipeline::{panic_message, Envelope};
 use crate::protocol::{Dictionary, Message, MessageError, MessageType};
-use crate::scheduler::{PendingScheduler, Scheduler};
+use crate::scheduler::{Lane, PendingScheduler, Scheduler};
 use crate::session::lock;
 use crate::shared::Shared;
-use crate::{Error, Json, Link, Serializer, Session};
+use crate::{Error, Json, Link, OverLimit, RateLimit, Serializer, Session};
 
 mod builder;
 mod job;
@@ -70,6 +71,10 @@ pub(crate) struct Route<S> {
 }
 
 /// A built application: route table, schedulers, sessions' shared state. Cheap to clone.
+///
+/// Call [`Engine::shutdown`] to stop it with its lifecycle hooks. Dropping the last handle
+/// without it still stops the schedulers (after the jobs already queued, without hooks) and
+/// drops the components: nothing keeps running for an engine nobody holds.
 pub struct Engine<S = Json> {
     inner: Arc<Inner<S>>,
 }
@@ -93,6 +98,18 @@ struct Inner<S> {
     handles: Vec<Scheduler>,
     pending: Mutex<Option<Vec<PendingScheduler>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The per-session message rate limit (`None`: off).
+    rate_limit: Option<RateLimit>,
+}
+
+/// The last handle on an engine gone without [`Engine::shutdown`]: its schedulers stop (after
+/// the jobs already queued) rather than run forever, and drop their components. No hooks run.
+impl<S> Drop for Inner<S> {
+    fn drop(&mut self) {
+        for h in &self.handles {
+            h.stop();
+        }
+    }
 }
 
 impl<S: Serializer> Engine<S> {
@@ -196,13 +213,16 @@ impl<S: Serializer> Engine<S> {
         session: &Session<S>,
         body: Bytes,
     ) -> Result<(), DispatchError> {
-        let msg = Message::decode(body, Some(&self.inner.dict))?;
+        let mut msg = Message::decode(body, Some(&self.inner.dict))?;
+        session.note_route_code(&mut msg.route_code, &self.inner.dict);
         self.dispatch(session, msg).await
     }
 
-    /// Dispatches one decoded message from a client: pipeline, route lookup, payload decode,
-    /// then the handler call is queued on its component's scheduler. Requests that fail before
-    /// reaching the handler are answered with an error response here.
+    /// Dispatches one decoded message from a client: rate limit, pipeline, route lookup,
+    /// payload decode, then the handler call is queued on its component's scheduler. Requests
+    /// that fail before reaching the handler are answered with an error response here: over the
+    /// rate limit `NANO-429`, and `NANO-500` when an inbound interceptor or the payload's
+    /// decoder panics (the panic is caught and logged; the connection keeps serving).
     ///
     /// Waits while the session has too many messages in flight (backpressure on its reader).
     ///
@@ -216,6 +236,11 @@ impl<S: Serializer> Engine<S> {
             other => return Err(DispatchError::NotFromClient(other)),
         };
         let route_str = msg.route.as_deref().unwrap_or("");
+        if let Some(limit) = &self.inner.rate_limit {
+            if !Self::admit(session, limit, id, route_str) {
+                return Ok(());
+            }
+        }
         let inbound = &self.inner.shared.pipeline.inbound;
         if !inbound.is_empty() {
             let env = Envelope {
@@ -243,21 +268,68 @@ impl<S: Serializer> Engine<S> {
             );
             return Ok(());
         };
-        let payload = match (route.decode)(route.index, msg.payload) {
-            Ok(p) => p,
-            Err(e) => {
+        // The payload type's decoder is user code (`Deserialize`, prost): a panic in it is
+        // caught like a handler's.
+        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            (route.decode)(route.index, msg.payload)
+        }));
+        let payload = match decoded {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
                 tracing::debug!(session = session.id(), route = %route.route, error = %e, "undecodable payload");
                 Self::fail(session, id, e);
+                return Ok(());
+            }
+            Err(p) => {
+                tracing::error!(
+                    session = session.id(),
+                    route = %route.route,
+                    panic = panic_message(p.as_ref()),
+                    "payload decoder panicked"
+                );
+                Self::fail(session, id, Error::internal("payload decoder panicked"));
                 return Ok(());
             }
         };
         let message = session.in_flight().await;
         let job = (route.make_job)(route.index, message, id, payload);
         let slot = self.inner.registrations[route.component].slot;
-        if !route.scheduler.enqueue(slot, job) {
+        if !route
+            .scheduler
+            .enqueue(Lane::session(session.id()), slot, job)
+        {
             Self::fail(session, id, Error::unavailable("server is shutting down"));
         }
         Ok(())
+    }
+
+    /// Takes a token from the session's bucket; over the limit, refuses the message (answers a
+    /// request with `NANO-429`, drops a notify) and kicks the session when the limit says so.
+    fn admit(session: &Session<S>, limit: &RateLimit, id: Option<u64>, route: &str) -> bool {
+        let bucket = session.rate_bucket();
+        if bucket.try_take(limit) {
+            return true;
+        }
+        if let Some(refused) = bucket.refused() {
+            tracing::warn!(
+                session = session.id(),
+                route,
+                refused,
+                action = ?limit.exceeded(),
+                "session over its message rate limit"
+            );
+        } else {
+            tracing::trace!(
+                session = session.id(),
+                route,
+                "over the rate limit: refused"
+            );
+        }
+        Self::fail(session, id, Error::too_many_requests("too many requests"));
+        if limit.exceeded() == OverLimit::Kick {
+            session.kick_with_reason(Some("rate limit"));
+        }
+        false
     }
 
     fn fail(session: &Session<S>, id: Option<u64>, err: Error) {

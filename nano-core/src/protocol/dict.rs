@@ -1,4 +1,5 @@
-//! [`Dictionary`]: route compression (route ↔ u16 code), sent in the handshake as `dict`.
+//! [`Dictionary`]: route compression (route ↔ u16 code), sent in the handshake as nano's `dict`
+//! and as pomelo 2.x's `useDict` / `dictVersion` / `routeToCode` / `codeToRoute`.
 
 use std::collections::HashMap;
 
@@ -25,15 +26,32 @@ use super::{DictError, RouteName};
 ///     serde_json::json!({"Room.Join": 1, "Room.Message": 2, "onMessage": 3})
 /// );
 /// ```
+///
+/// # Two forms in the handshake
+///
+/// nano's clients read `dict`; pomelo 2.x clients (libpomelo2, pypomelo) read `routeToCode`,
+/// `codeToRoute` and `dictVersion` ([`pomelo_sys`](Self::pomelo_sys)). A dictionary built by
+/// [`from_routes`](Self::from_routes) with at most 32767 routes gives the pomelo form its own
+/// codes, [`POMELO_CODE_BIT`](Dictionary::POMELO_CODE_BIT) set on nano's code, so the server can tell which form a client
+/// sends with. Both codes decode to the same route. That matters for pushes: some pomelo-form
+/// clients send compressed routes but cannot decode compressed pushes (pypomelo 1.0.1 looks
+/// `codeToRoute` up with an integer key while JSON object keys are strings), so servers compress
+/// pushes only toward clients that used nano's `dict` codes.
 #[derive(Debug, Clone, Default)]
 pub struct Dictionary {
     /// Route → code, for encoding.
     by_route: HashMap<RouteName, u16>,
     /// (code, route) sorted by code, for decoding.
     by_code: Vec<(u16, RouteName)>,
+    /// Whether codes with [`POMELO_CODE_BIT`](Dictionary::POMELO_CODE_BIT) set decode as the pomelo form of the code
+    /// without it (every code is below the bit).
+    pomelo_alias: bool,
 }
 
 impl Dictionary {
+    /// The bit that marks the pomelo 2.x form of a code (see [`Dictionary`]).
+    pub const POMELO_CODE_BIT: u16 = 0x8000;
+
     /// An empty dictionary (no compression).
     #[inline]
     #[must_use]
@@ -77,6 +95,7 @@ impl Dictionary {
         let mut dict = Dictionary {
             by_route: HashMap::with_capacity(names.len()),
             by_code: Vec::with_capacity(names.len()),
+            pomelo_alias: names.len() < usize::from(Self::POMELO_CODE_BIT),
         };
         for (code, route) in (1..=u16::MAX).zip(&names) {
             let name = RouteName::from(route.as_ref());
@@ -138,10 +157,86 @@ impl Dictionary {
                 return Some(route);
             }
         }
-        self.by_code
-            .binary_search_by_key(&code, |(c, _)| *c)
-            .ok()
-            .map(|i| &self.by_code[i].1)
+        if let Ok(i) = self.by_code.binary_search_by_key(&code, |(c, _)| *c) {
+            return Some(&self.by_code[i].1);
+        }
+        if self.is_pomelo_code(code) {
+            return self.route(code & !Self::POMELO_CODE_BIT);
+        }
+        None
+    }
+
+    /// Whether `code` is the pomelo 2.x form of a code (see [`Dictionary`]): always false for
+    /// a dictionary that gives the pomelo form no codes of its own.
+    #[inline]
+    #[must_use]
+    pub fn is_pomelo_code(&self, code: u16) -> bool {
+        self.pomelo_alias && code & Self::POMELO_CODE_BIT != 0
+    }
+
+    /// The code the pomelo 2.x form uses for nano's `code`.
+    #[inline]
+    #[must_use]
+    pub fn pomelo_code(&self, code: u16) -> u16 {
+        if self.pomelo_alias {
+            code | Self::POMELO_CODE_BIT
+        } else {
+            code
+        }
+    }
+
+    /// A stable version of the dictionary (16 hex digits), pomelo's `dictVersion`: the same for
+    /// the same routes and codes, in any process, and different when they change.
+    #[must_use]
+    pub fn version(&self) -> String {
+        // FNV-1a, 64 bits, over "route\0code\0" in code order.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                hash ^= u64::from(b);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for (route, code) in self.iter() {
+            eat(route.as_bytes());
+            eat(&[0]);
+            eat(&self.pomelo_code(code).to_be_bytes());
+            eat(&[0]);
+        }
+        format!("{hash:016x}")
+    }
+
+    /// The pomelo 2.x form of the dictionary, as handshake `sys` fields: `useDict: true`,
+    /// `dictVersion` ([`version`](Self::version)), `routeToCode` (`{"Room.Join": 32769}`) and
+    /// `codeToRoute` (`{"32769": "Room.Join"}`), with the pomelo codes (see [`Dictionary`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nano_core::protocol::Dictionary;
+    ///
+    /// let dict = Dictionary::from_routes(["Room.Join"]);
+    /// let sys = dict.pomelo_sys();
+    /// assert_eq!(sys["useDict"], true);
+    /// assert_eq!(sys["routeToCode"], serde_json::json!({"Room.Join": 0x8001}));
+    /// assert_eq!(sys["codeToRoute"], serde_json::json!({"32769": "Room.Join"}));
+    /// assert_eq!(dict.route(0x8001).unwrap(), "Room.Join"); // both codes decode
+    /// ```
+    #[must_use]
+    pub fn pomelo_sys(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut route_to_code = serde_json::Map::new();
+        let mut code_to_route = serde_json::Map::new();
+        for (route, code) in self.iter() {
+            let code = self.pomelo_code(code);
+            route_to_code.insert(route.to_owned(), code.into());
+            code_to_route.insert(code.to_string(), route.into());
+        }
+        let mut sys = serde_json::Map::new();
+        sys.insert("useDict".into(), true.into());
+        sys.insert("dictVersion".into(), self.version().into());
+        sys.insert("routeToCode".into(), route_to_code.into());
+        sys.insert("codeToRoute".into(), code_to_route.into());
+        sys
     }
 
     /// `true` when the dictionary has no routes (no compression).

@@ -4,34 +4,30 @@
 //! A counting semaphore whose uncontended acquire and release are one atomic operation each:
 //! free permits and the number of waiting tasks share one word, so a release learns in the same
 //! operation whether anybody waits, and only then touches the wake-up machinery. (tokio's
-//! `Semaphore` locks its waiter list on every release.)
-
-use std::sync::atomic::{AtomicUsize, Ordering};
+//! `Semaphore` locks its waiter list on every release.) The word's logic ([`Counter`],
+//! [`Waiter`]) is apart from the wake-ups (tokio's `Notify`), so that the model checker
+//! (`--cfg nano_loom`, see `scheduler::sync`) explores the very code that runs.
 
 use tokio::sync::Notify;
 
 use super::Session;
+use crate::scheduler::sync::{AtomicUsize, Ordering};
 
 /// One waiting task, counted in the high half of the state word.
 const WAITER: usize = 1 << (usize::BITS / 2);
 /// The free permits, in the low half.
 const PERMITS: usize = WAITER - 1;
 
-/// A counting semaphore for one session's messages in flight.
-#[repr(C)] // the state word first: the owner's hot fields come before `notify`
-pub(crate) struct Limit {
-    /// Free permits (low half) and tasks waiting for one (high half).
+/// Free permits (low half) and tasks waiting for one (high half), in one word.
+pub(crate) struct Counter {
     state: AtomicUsize,
-    /// Wakes waiters; notified by a release only when some task is counted as waiting.
-    notify: Notify,
 }
 
-impl Limit {
-    /// A limit of `permits` (at least 1, at most 2^(half the word size) - 1).
+impl Counter {
+    /// `permits` free (at least 1, at most 2^(half the word size) - 1).
     pub fn new(permits: usize) -> Self {
-        Limit {
+        Counter {
             state: AtomicUsize::new(permits.clamp(1, PERMITS)),
-            notify: Notify::new(),
         }
     }
 
@@ -52,16 +48,50 @@ impl Limit {
         false
     }
 
+    /// Returns a permit; true when some task is counted as waiting (the caller wakes one).
+    #[must_use]
+    pub fn release(&self) -> bool {
+        self.state.fetch_add(1, Ordering::AcqRel) >= WAITER
+    }
+
+    /// Free permits and waiting tasks.
+    #[cfg(test)]
+    pub fn counts(&self) -> (usize, usize) {
+        let s = self.state.load(Ordering::Acquire);
+        (s & PERMITS, s / WAITER)
+    }
+}
+
+/// A counting semaphore for one session's messages in flight.
+#[repr(C)] // the state word first: the owner's hot fields come before `notify`
+pub(crate) struct Limit {
+    counter: Counter,
+    /// Wakes waiters; notified by a release only when some task is counted as waiting.
+    notify: Notify,
+}
+
+impl Limit {
+    /// A limit of `permits` (at least 1, at most 2^(half the word size) - 1).
+    pub fn new(permits: usize) -> Self {
+        Limit {
+            counter: Counter::new(permits),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Takes a permit if one is free.
+    #[cfg(all(test, not(nano_loom)))]
+    pub fn try_acquire(&self) -> bool {
+        self.counter.try_acquire()
+    }
+
     /// Takes a permit, waiting until one is released when none is free. Cancel-safe: dropped
     /// while waiting, it takes nothing and leaves the waiters.
     pub async fn acquire(&self) {
-        if self.try_acquire() {
+        if self.counter.try_acquire() {
             return;
         }
-        let mut waiter = Waiter {
-            limit: self,
-            counted: false,
-        };
+        let mut waiter = Waiter::new(&self.counter);
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -77,31 +107,36 @@ impl Limit {
 
     /// Returns a permit, waking a waiter if one is counted.
     pub fn release(&self) {
-        let prev = self.state.fetch_add(1, Ordering::AcqRel);
-        if prev >= WAITER {
+        if self.counter.release() {
             self.notify.notify_one();
         }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(nano_loom)))]
     fn counts(&self) -> (usize, usize) {
-        let s = self.state.load(Ordering::Acquire);
-        (s & PERMITS, s / WAITER)
+        self.counter.counts()
     }
 }
 
 /// A task in [`Limit::acquire`]'s slow path; `counted` while it is among the waiters.
-struct Waiter<'a> {
-    limit: &'a Limit,
+pub(crate) struct Waiter<'a> {
+    counter: &'a Counter,
     counted: bool,
 }
 
-impl Waiter<'_> {
+impl<'a> Waiter<'a> {
+    pub fn new(counter: &'a Counter) -> Self {
+        Waiter {
+            counter,
+            counted: false,
+        }
+    }
+
     /// Takes a free permit (and stops being counted), or is counted as waiting; true when it
     /// took a permit. A compare-exchange even when nothing changes, so the decision to wait is
     /// made on the latest count.
-    fn take_or_wait(&mut self) -> bool {
-        let state = &self.limit.state;
+    pub fn take_or_wait(&mut self) -> bool {
+        let state = &self.counter.state;
         let mut cur = state.load(Ordering::Acquire);
         loop {
             let took = cur & PERMITS != 0;
@@ -126,7 +161,7 @@ impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         if self.counted {
             // Cancelled while waiting. A wake-up meant for us is passed on by `Notified`'s drop.
-            self.limit.state.fetch_sub(WAITER, Ordering::AcqRel);
+            self.counter.state.fetch_sub(WAITER, Ordering::AcqRel);
         }
     }
 }
@@ -161,7 +196,10 @@ impl<S> Drop for InFlight<S> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, nano_loom))]
+mod loom_model;
+
+#[cfg(all(test, not(nano_loom)))]
 mod tests {
     use std::sync::Arc;
     use std::time::Duration;

@@ -49,7 +49,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
-use crate::transport::{PacketSink, PacketSource, TcpSource};
+use crate::transport::{bounded_write, PacketSink, PacketSource, Progress, TcpSource};
 
 mod frame;
 
@@ -136,6 +136,9 @@ pub(crate) fn pair<R: WsRead, W: AsyncWrite + Unpin + Send + 'static>(
         },
         reader: FrameReader::new(max_payload),
         chunk: TcpSource::MIN_CHUNK,
+        max_chunk: TcpSource::MAX_CHUNK,
+        progress: Progress::default(),
+        write_timeout: std::time::Duration::from_secs(5),
         write: shared.clone(),
         answer_queued: false,
         peer_closed: false,
@@ -175,7 +178,7 @@ impl<W: AsyncWrite + Unpin> WriteSide<W> {
     }
 
     /// Writes and flushes the queued control frame, if any.
-    fn poll_control(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_control(&mut self, cx: &mut Context<'_>, progress: &Progress) -> Poll<io::Result<()>> {
         if self.control_len == 0 {
             return Poll::Ready(Ok(()));
         }
@@ -188,6 +191,7 @@ impl<W: AsyncWrite + Unpin> WriteSide<W> {
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
+            progress.mark();
             self.control_sent += n as u8;
         }
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
@@ -217,6 +221,7 @@ fn poll_write_frame<W: AsyncWrite + Unpin>(
     batch: &[Bytes],
     written: &mut usize,
     total: usize,
+    progress: &Progress,
 ) -> Poll<io::Result<()>> {
     if *written == 0 && total <= SMALL_FRAME {
         // A small frame (the usual single reply): copied together on the stack and sent with
@@ -231,6 +236,7 @@ fn poll_write_frame<W: AsyncWrite + Unpin>(
         if w == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
+        progress.mark();
         *written = w;
     }
     while *written < total {
@@ -253,6 +259,7 @@ fn poll_write_frame<W: AsyncWrite + Unpin>(
         if w == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
+        progress.mark();
         *written += w;
     }
     Poll::Ready(Ok(()))
@@ -266,6 +273,12 @@ pub(crate) struct WsSource<R, W> {
     reader: FrameReader,
     /// The next read buffer size (grows with the reads, as `TcpSource`'s does).
     chunk: usize,
+    /// The largest read buffer allocated at once (small before the handshake completes).
+    max_chunk: usize,
+    /// Progress of the answers this half writes, for their write deadline.
+    progress: Progress,
+    /// How long an answer's write may accept no byte before the read fails.
+    write_timeout: std::time::Duration,
     /// The write side, for the pongs and the close echo.
     write: Arc<Mutex<WriteSide<W>>>,
     /// An answer was queued and may not have been written yet (the sink may write it first).
@@ -275,6 +288,13 @@ pub(crate) struct WsSource<R, W> {
 }
 
 impl<R: WsRead, W: AsyncWrite + Unpin + Send + 'static> WsSource<R, W> {
+    /// Bounds the writes of pongs and close echoes: one that accepts no byte for `t` fails the
+    /// read (a peer that pings and never reads cannot park the connection in a write).
+    pub(crate) fn with_write_timeout(mut self, t: std::time::Duration) -> Self {
+        self.write_timeout = t;
+        self
+    }
+
     /// Queues the answer to a ping or a close.
     fn queue_answer(&mut self, answer: Answer) -> io::Result<()> {
         let mut w = lock(&self.write);
@@ -308,7 +328,11 @@ impl<R: WsRead, W: AsyncWrite + Unpin + Send + 'static> PacketSource for WsSourc
         }
         loop {
             if self.answer_queued {
-                poll_fn(|cx| lock(&self.write).poll_control(cx)).await?;
+                let (write, progress) = (&self.write, &self.progress);
+                let answer = poll_fn(|cx| lock(write).poll_control(cx, progress));
+                bounded_write(answer, progress, self.write_timeout, None)
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timeout"))??;
                 self.answer_queued = false;
             }
             if self.peer_closed {
@@ -353,8 +377,15 @@ impl<R: WsRead, W: AsyncWrite + Unpin + Send + 'static> PacketSource for WsSourc
                     "websocket: connection closed inside a frame",
                 ));
             }
-            self.chunk = TcpSource::adapt(self.chunk, read, spare);
+            self.chunk = TcpSource::adapt_to(self.chunk, read, spare, self.max_chunk);
         }
+    }
+
+    fn limit_reads(&mut self, max: Option<usize>) {
+        self.max_chunk = max.map_or(TcpSource::MAX_CHUNK, |m| {
+            m.clamp(TcpSource::MIN_CHUNK, TcpSource::MAX_CHUNK)
+        });
+        self.chunk = self.chunk.min(self.max_chunk);
     }
 }
 
@@ -364,7 +395,7 @@ pub(crate) struct WsSink<W> {
 }
 
 impl<W: AsyncWrite + Unpin + Send + 'static> PacketSink for WsSink<W> {
-    async fn send_batch(&mut self, batch: &[Bytes]) -> io::Result<()> {
+    async fn send_batch_tracked(&mut self, batch: &[Bytes], progress: &Progress) -> io::Result<()> {
         let total_payload: usize = batch.iter().map(Bytes::len).sum();
         let mut head = [0u8; MAX_SERVER_HEAD];
         let head_len = format_head(OpCode::Data(Data::Binary), total_payload, &mut head)?;
@@ -377,7 +408,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketSink for WsSink<W> {
             let w = &mut *guard;
             if !started {
                 // A pong or close the source queued goes first, whole.
-                ready!(w.poll_control(cx))?;
+                ready!(w.poll_control(cx, progress))?;
                 if w.close_sent {
                     return Poll::Ready(Ok(())); // nothing may follow a close frame
                 }
@@ -394,7 +425,8 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketSink for WsSink<W> {
                     head,
                     batch,
                     &mut written,
-                    total
+                    total,
+                    progress
                 ))?;
                 w.mid_frame = false;
             }
@@ -403,13 +435,17 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketSink for WsSink<W> {
         .await
     }
 
-    async fn shutdown(&mut self, error: Option<String>) -> io::Result<()> {
+    async fn shutdown_tracked(
+        &mut self,
+        error: Option<String>,
+        progress: &Progress,
+    ) -> io::Result<()> {
         let mut queued = false;
         poll_fn(|cx| {
             let mut guard = lock(&self.write);
             let w = &mut *guard;
             if !queued {
-                ready!(w.poll_control(cx))?;
+                ready!(w.poll_control(cx, progress))?;
                 if !w.close_sent {
                     let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
                     let len = close_payload(error.as_deref(), &mut payload);
@@ -418,7 +454,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketSink for WsSink<W> {
                 }
                 queued = true;
             }
-            ready!(w.poll_control(cx))?;
+            ready!(w.poll_control(cx, progress))?;
             Pin::new(&mut w.io).poll_shutdown(cx)
         })
         .await

@@ -22,6 +22,13 @@ impl std::fmt::Display for Overflow {
 
 impl std::error::Error for Overflow {}
 
+// A handler's own error type converts into what the client sees; here a generic NANO-500.
+impl From<Overflow> for Error {
+    fn from(e: Overflow) -> Self {
+        Error::internal_from(e)
+    }
+}
+
 #[derive(Default)]
 pub struct Counter {
     total: i64,
