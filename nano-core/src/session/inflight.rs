@@ -80,7 +80,6 @@ impl Limit {
     }
 
     /// Takes a permit if one is free.
-    #[cfg(all(test, not(nano_loom)))]
     pub fn try_acquire(&self) -> bool {
         self.counter.try_acquire()
     }
@@ -182,6 +181,13 @@ impl<S> InFlight<S> {
 
 impl<S> Session<S> {
     /// Counts one more message of this session in flight, waiting while `max_inflight` are.
+    /// Counts one more message in flight if the limit allows it now.
+    pub(crate) fn try_in_flight(&self) -> Option<InFlight<S>> {
+        self.inner.inflight.try_acquire().then(|| InFlight {
+            session: self.clone(),
+        })
+    }
+
     pub(crate) async fn in_flight(&self) -> InFlight<S> {
         self.inner.inflight.acquire().await;
         InFlight {
