@@ -46,6 +46,11 @@ impl Lobby {
     pub fn boom(&mut self, _s: &Session) -> Result<()> {
         panic!("boom")
     }
+
+    pub fn leave_now(&mut self, s: &Session) -> Result<()> {
+        s.kick();
+        Ok(())
+    }
 }
 
 fn lobby() -> Lobby {
@@ -546,4 +551,30 @@ async fn the_connection_limit_is_enforced() {
     assert_eq!((m.id, &m.payload[..]), (1, &b"4"[..]));
     let v: Value = b.request("Lobby.Echo", &json!(5)).await.unwrap();
     assert_eq!(v, json!(5));
+}
+
+/// A kick without a reason still carries a JSON object (`{}`): go-nano's JS client parses the
+/// Kick body as JSON without a guard and throws on an empty one.
+#[tokio::test]
+async fn a_kick_without_a_reason_sends_an_empty_json_object() {
+    let server = server().await;
+    for via in [Via::Tcp, Via::Ws] {
+        let mut raw = raw(&server, via).await;
+        raw.handshake().await;
+        raw.send(&request_packet(1, "Lobby.LeaveNow", b"{}", None))
+            .await;
+        let kick = loop {
+            let p = raw.next().await.expect("a Kick before the close");
+            match p.kind {
+                PacketType::Kick => break p,
+                PacketType::Heartbeat | PacketType::Data => {}
+                other => panic!("{via:?}: unexpected {other:?}"),
+            }
+        };
+        assert_eq!(&kick.body[..], b"{}", "{via:?}");
+        assert!(
+            raw.until_closed().await.is_empty(),
+            "{via:?}: closed after the kick"
+        );
+    }
 }

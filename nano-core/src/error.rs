@@ -251,6 +251,7 @@ internal_from!(
     prost::DecodeError,
     prost::EncodeError,
     tokio::task::JoinError,
+    crate::engine::BuildError,
 );
 
 #[cfg(feature = "anyhow")]

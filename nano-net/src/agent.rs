@@ -471,9 +471,11 @@ async fn close_out<W: PacketSink>(
     let mut error = None;
     match ending {
         Ending::Kick(reason) => {
+            // Always a JSON object, `{}` without a reason: go-nano's own JS client (starx)
+            // parses the Kick body as JSON unguarded and throws on an empty one.
             let body = reason
                 .map(|r| serde_json::json!({ "reason": r }).to_string())
-                .unwrap_or_default();
+                .unwrap_or_else(|| "{}".to_owned());
             if let Ok(p) = Packet::new(PacketType::Kick, body.into_bytes()).encode() {
                 batch.push(p);
             }

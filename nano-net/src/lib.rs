@@ -26,6 +26,9 @@ mod app;
 pub mod client;
 mod config;
 mod ctx;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod heartbeat;
 mod http;
 mod listen;

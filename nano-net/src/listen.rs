@@ -138,6 +138,10 @@ async fn accept_loop<S: Serializer>(
     conns: Arc<ConnTracker>,
 ) {
     let mut backoff = Duration::from_millis(5);
+    // Refusals at the connection limit are logged at most once a second (a flood must not
+    // fill the log), with the number refused since the last line.
+    let mut next_limit_log = tokio::time::Instant::now();
+    let mut refused_unlogged: u64 = 0;
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -157,7 +161,13 @@ async fn accept_loop<S: Serializer>(
             }
         };
         let Ok(permit) = conns.limit.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, "connection limit reached: refusing");
+            refused_unlogged += 1;
+            let now = tokio::time::Instant::now();
+            if now >= next_limit_log {
+                next_limit_log = now + Duration::from_secs(1);
+                let refused = std::mem::take(&mut refused_unlogged);
+                tracing::warn!(%remote, refused, "connection limit reached: refusing");
+            }
             drop(stream);
             continue;
         };

@@ -16,7 +16,7 @@ use crate::component::BoxedPayload;
 use crate::pipeline::{panic_message, Envelope};
 use crate::protocol::{Dictionary, Message, MessageError, MessageType};
 use crate::scheduler::{Lane, PendingScheduler, Scheduler};
-use crate::session::lock;
+use crate::session::{lock, InFlight};
 use crate::shared::Shared;
 use crate::{Error, Json, Link, OverLimit, RateLimit, Serializer, Session};
 
@@ -49,6 +49,15 @@ pub enum BuildError {
     /// More routes than a u16 dictionary code can name.
     #[error("too many routes for the route dictionary")]
     TooManyRoutes,
+}
+
+/// A message that passed every check before its handler call: what queueing the call needs.
+struct Ready {
+    /// Index into the route table.
+    route: usize,
+    /// The request's id (`None`: a notify).
+    id: Option<u64>,
+    payload: BoxedPayload,
 }
 
 pub(crate) type Decoder = fn(usize, Bytes) -> Result<BoxedPayload, Error>;
@@ -230,6 +239,24 @@ impl<S: Serializer> Engine<S> {
     ///
     /// [`DispatchError::NotFromClient`] for responses and pushes.
     pub async fn dispatch(&self, session: &Session<S>, msg: Message) -> Result<(), DispatchError> {
+        let Some(ready) = self.prepare(session, msg)? else {
+            return Ok(());
+        };
+        // The usual case takes a free permit at once. Waiting for one is rare (a session with
+        // `max_inflight` messages queued), so its future is boxed: this future is part of every
+        // connection's task and must stay small.
+        let message = match session.try_in_flight() {
+            Some(m) => m,
+            None => Box::pin(session.in_flight()).await,
+        };
+        self.enqueue(session, ready, message);
+        Ok(())
+    }
+
+    /// Everything dispatch does before the handler call is queued, all of it synchronous: rate
+    /// limit, pipeline, route lookup, payload decode. `None` when the message was answered (or,
+    /// a notify, dropped) here.
+    fn prepare(&self, session: &Session<S>, msg: Message) -> Result<Option<Ready>, DispatchError> {
         let id = match msg.kind {
             MessageType::Request => Some(msg.id),
             MessageType::Notify => None,
@@ -238,7 +265,7 @@ impl<S: Serializer> Engine<S> {
         let route_str = msg.route.as_deref().unwrap_or("");
         if let Some(limit) = &self.inner.rate_limit {
             if !Self::admit(session, limit, id, route_str) {
-                return Ok(());
+                return Ok(None);
             }
         }
         let inbound = &self.inner.shared.pipeline.inbound;
@@ -252,22 +279,23 @@ impl<S: Serializer> Engine<S> {
             if let Err(e) = inbound.run(session, &env) {
                 tracing::debug!(session = session.id(), route = route_str, error = %e, "refused by pipeline");
                 Self::fail(session, id, e);
-                return Ok(());
+                return Ok(None);
             }
         }
         let found = match msg.route_code {
             Some(code) => self.inner.by_code.get(&code),
             None => self.inner.by_name.get(route_str),
         };
-        let Some(route) = found.map(|&i| &self.inner.routes[i]) else {
+        let Some(&index) = found else {
             tracing::debug!(session = session.id(), route = route_str, "route not found");
             Self::fail(
                 session,
                 id,
                 Error::not_found(format!("route not found: {route_str}")),
             );
-            return Ok(());
+            return Ok(None);
         };
+        let route = &self.inner.routes[index];
         // The payload type's decoder is user code (`Deserialize`, prost): a panic in it is
         // caught like a handler's.
         let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -278,7 +306,7 @@ impl<S: Serializer> Engine<S> {
             Ok(Err(e)) => {
                 tracing::debug!(session = session.id(), route = %route.route, error = %e, "undecodable payload");
                 Self::fail(session, id, e);
-                return Ok(());
+                return Ok(None);
             }
             Err(p) => {
                 tracing::error!(
@@ -288,10 +316,20 @@ impl<S: Serializer> Engine<S> {
                     "payload decoder panicked"
                 );
                 Self::fail(session, id, Error::internal("payload decoder panicked"));
-                return Ok(());
+                return Ok(None);
             }
         };
-        let message = session.in_flight().await;
+        Ok(Some(Ready {
+            route: index,
+            id,
+            payload,
+        }))
+    }
+
+    /// Queues a prepared handler call on its component's scheduler.
+    fn enqueue(&self, session: &Session<S>, ready: Ready, message: InFlight<S>) {
+        let Ready { route, id, payload } = ready;
+        let route = &self.inner.routes[route];
         let slot = self.inner.registrations[route.component].slot;
         let job = (route.make_job)(route.index, message, id, payload, &route.scheduler, slot);
         if !route
@@ -300,7 +338,6 @@ impl<S: Serializer> Engine<S> {
         {
             Self::fail(session, id, Error::unavailable("server is shutting down"));
         }
-        Ok(())
     }
 
     /// Takes a token from the session's bucket; over the limit, refuses the message (answers a

@@ -82,7 +82,6 @@ impl Limit {
     }
 
     /// Takes a permit if one is free.
-    #[cfg(all(test, not(nano_loom)))]
     pub fn try_acquire(&self) -> bool {
         self.counter.try_acquire()
     }
@@ -196,6 +195,14 @@ impl<S> InFlight<S> {
 }
 
 impl<S> Session<S> {
+    /// Counts one more message in flight if the limit allows it now.
+    pub(crate) fn try_in_flight(&self) -> Option<InFlight<S>> {
+        self.inner.inflight.try_acquire().then(|| InFlight {
+            session: self.clone(),
+            armed: AtomicBool::new(true),
+        })
+    }
+
     /// Counts one more message of this session in flight, waiting while `max_inflight` are.
     pub(crate) async fn in_flight(&self) -> InFlight<S> {
         self.inner.inflight.acquire().await;
