@@ -79,7 +79,10 @@ impl Codec {
     ///
     /// Invalid JSON, or JSON that does not fit the protobuf type.
     pub fn encode(&self, json: Option<&str>) -> Result<Vec<u8>, String> {
-        let json = json.map(str::trim).filter(|j| !j.is_empty()).unwrap_or("{}");
+        let json = json
+            .map(str::trim)
+            .filter(|j| !j.is_empty())
+            .unwrap_or("{}");
         match self {
             Codec::Json => {
                 let v: Value =
@@ -156,6 +159,9 @@ mod tests {
 
     #[test]
     fn proto_without_type_shows_hex() {
-        assert_eq!(proto_or_hex(None, &[1, 0xab]), serde_json::json!({"hex": "01ab"}));
+        assert_eq!(
+            proto_or_hex(None, &[1, 0xab]),
+            serde_json::json!({"hex": "01ab"})
+        );
     }
 }

@@ -97,9 +97,7 @@ impl Printer {
 
 /// Reads lines on a thread of its own: each line is sent with a channel to report back when
 /// it has been handled (so the prompt comes after the answer).
-fn spawn_reader(
-    routes: Vec<String>,
-) -> (mpsc::Receiver<(String, std_mpsc::Sender<()>)>, Printer) {
+fn spawn_reader(routes: Vec<String>) -> (mpsc::Receiver<(String, std_mpsc::Sender<()>)>, Printer) {
     let (tx, rx) = mpsc::channel(1);
     let (printer_tx, printer_rx) = std_mpsc::channel::<Printer>();
     std::thread::spawn(move || {
@@ -272,13 +270,23 @@ mod tests {
 
     #[test]
     fn completes_commands_then_routes() {
-        let routes = vec!["Room.Join".to_owned(), "Room.Leave".to_owned(), "X.Y".to_owned()];
-        assert_eq!(candidates(&routes, "re", 2), (0, vec!["request".to_owned()]));
+        let routes = vec![
+            "Room.Join".to_owned(),
+            "Room.Leave".to_owned(),
+            "X.Y".to_owned(),
+        ];
+        assert_eq!(
+            candidates(&routes, "re", 2),
+            (0, vec!["request".to_owned()])
+        );
         assert_eq!(
             candidates(&routes, "request Ro", 10),
             (8, vec!["Room.Join".to_owned(), "Room.Leave".to_owned()])
         );
-        assert_eq!(candidates(&routes, "request Room.Join {", 19).1, Vec::<String>::new());
+        assert_eq!(
+            candidates(&routes, "request Room.Join {", 19).1,
+            Vec::<String>::new()
+        );
         assert_eq!(candidates(&routes, "routes ", 7).1, Vec::<String>::new());
     }
 }
