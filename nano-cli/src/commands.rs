@@ -61,7 +61,7 @@ pub async fn listen<S: Serializer>(
                     eprintln!("nano-cli: connection ended: {:?}", client.closed().await);
                     return Ok(());
                 };
-                if !routes.is_empty() && !routes.iter().any(|r| *r == route) {
+                if !routes.is_empty() && !routes.contains(&route) {
                     continue;
                 }
                 println!("{}", json!({"route": route, "body": setup.codec.decode_push(&body)}));
