@@ -96,6 +96,9 @@ pub struct Common {
     /// The CA certificate (PEM) to trust for tls:// and wss://.
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// Accept any server certificate on tls:// and wss:// (development only).
+    #[arg(long, conflicts_with = "ca")]
+    insecure: bool,
     /// The TLS server name (default: the URL's host).
     #[arg(long)]
     server_name: Option<String>,
@@ -194,6 +197,7 @@ impl Setup {
             connect: ConnectOptions {
                 timeout,
                 ca_der,
+                insecure: common.insecure,
                 server_name: common.server_name.clone(),
                 user,
             },

@@ -95,6 +95,8 @@ pub struct ConnectOptions {
     pub timeout: Duration,
     /// DER of the certificate to trust for `tls://` / `wss://`.
     pub ca_der: Option<Vec<u8>>,
+    /// Accept any server certificate (`--insecure`).
+    pub insecure: bool,
     /// The TLS server name (default: the URL's host).
     pub server_name: Option<String>,
     /// The handshake's `user` object.
@@ -129,13 +131,19 @@ pub async fn connect<S: Serializer>(
     let mut builder = Client::<S>::builder()
         .request_timeout(opts.timeout)
         .handshake_user(opts.user.clone());
-    if target.tls() {
+    if target.tls() && opts.insecure {
+        builder = builder.tls_insecure();
+    } else if target.tls() {
         let der = opts.ca_der.clone().ok_or_else(|| {
-            ClientError::Tls("a tls:// or wss:// URL needs --ca FILE (the server's CA, PEM)".into())
+            ClientError::Tls(
+                "a tls:// or wss:// URL needs --ca FILE (the server's CA, PEM) or --insecure"
+                    .into(),
+            )
         })?;
-        builder = builder
-            .tls_root_cert_der(der)
-            .server_name(opts.server_name.as_deref().unwrap_or(target.host()));
+        builder = builder.tls_root_cert_der(der);
+    }
+    if target.tls() {
+        builder = builder.server_name(opts.server_name.as_deref().unwrap_or(target.host()));
     }
     match target {
         Target::Tcp { addr, .. } => builder.connect_tcp(addr.as_str()).await,

@@ -495,6 +495,16 @@ async fn tls_request_with_a_ca_file() {
         assert_eq!(o.status.code(), Some(0), "{url}: {}", stderr(&o));
         assert_eq!(stdout(&o), "[1]\n");
     }
+    // --insecure: no certificate check (the name 127.0.0.1 does not match either).
+    for url in &urls {
+        let o = run(&["request", url, "Lobby.Echo", "[2]", "--insecure"]).await;
+        assert_eq!(o.status.code(), Some(0), "{url}: {}", stderr(&o));
+        assert_eq!(stdout(&o), "[2]\n");
+    }
+    // With the CA but the wrong name: verification fails (exit 2).
+    let o = run(&["request", &urls[0], "Lobby.Echo", "--ca", ca]).await;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot connect"), "{}", stderr(&o));
     // Without a CA: refused with a message that says what is missing.
     let o = run(&["request", &urls[0], "Lobby.Echo"]).await;
     assert_eq!(o.status.code(), Some(2));
