@@ -14,6 +14,7 @@ use tokio_rustls::rustls::{self, RootCertStore};
 use tokio_rustls::TlsConnector;
 
 use super::conn::{self, BoxIo, Inner, ReadHalf, WriteHalf};
+use super::insecure::AcceptAnyCert;
 use super::{ws, Client, ClientError};
 
 /// Default [`request_timeout`](ClientBuilder::request_timeout).
@@ -51,6 +52,7 @@ pub struct ClientBuilder<S = Json> {
     user: serde_json::Value,
     max_packet_size: usize,
     root_cert_der: Option<Vec<u8>>,
+    insecure: bool,
     server_name: String,
     _serializer: PhantomData<fn() -> S>,
 }
@@ -63,6 +65,7 @@ impl<S> Clone for ClientBuilder<S> {
             user: self.user.clone(),
             max_packet_size: self.max_packet_size,
             root_cert_der: self.root_cert_der.clone(),
+            insecure: self.insecure,
             server_name: self.server_name.clone(),
             _serializer: PhantomData,
         }
@@ -76,7 +79,8 @@ impl<S> fmt::Debug for ClientBuilder<S> {
             .field("heartbeat", &self.heartbeat)
             .field("user", &self.user)
             .field("max_packet_size", &self.max_packet_size)
-            .field("tls", &self.root_cert_der.is_some())
+            .field("tls", &(self.root_cert_der.is_some() || self.insecure))
+            .field("insecure", &self.insecure)
             .field("server_name", &self.server_name)
             .finish()
     }
@@ -99,6 +103,7 @@ impl<S: Serializer> ClientBuilder<S> {
             user: serde_json::Value::Object(serde_json::Map::new()),
             max_packet_size: MAX_BODY_LEN,
             root_cert_der: None,
+            insecure: false,
             server_name: DEFAULT_SERVER_NAME.to_owned(),
             _serializer: PhantomData,
         }
@@ -148,6 +153,31 @@ impl<S: Serializer> ClientBuilder<S> {
         self
     }
 
+    /// Enables TLS and accepts any server certificate (no chain or name check; handshake
+    /// signatures are still verified). For development servers with throwaway certificates:
+    /// anyone on the path can impersonate the server.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), nano_net::client::ClientError> {
+    /// let client: nano_net::client::Client = nano_net::client::Client::builder()
+    ///     .tls_insecure()
+    ///     .connect_tcp("127.0.0.1:3250")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn tls_insecure(mut self) -> Self {
+        self.insecure = true;
+        self
+    }
+
+    /// Whether TLS is on (a trusted certificate or [`tls_insecure`](Self::tls_insecure)).
+    fn tls(&self) -> bool {
+        self.root_cert_der.is_some() || self.insecure
+    }
+
     /// The name sent as TLS SNI and checked against the server's certificate (default
     /// `localhost`).
     #[must_use]
@@ -189,7 +219,7 @@ impl<S: Serializer> ClientBuilder<S> {
     async fn connect_tcp_inner(self, addr: impl ToSocketAddrs) -> Result<Client<S>, ClientError> {
         let tcp = TcpStream::connect(addr).await?;
         let _ = tcp.set_nodelay(true);
-        let (r, w) = if self.root_cert_der.is_some() {
+        let (r, w) = if self.tls() {
             let tls = self.tls_connect(tcp).await?;
             let (r, w) = tokio::io::split(tls);
             (ReadHalf::Io(Box::new(r)), WriteHalf::Io(Box::new(w)))
@@ -205,7 +235,7 @@ impl<S: Serializer> ClientBuilder<S> {
         let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
         let _ = tcp.set_nodelay(true);
         let stream: BoxIo = if target.tls {
-            if self.root_cert_der.is_none() {
+            if !self.tls() {
                 return Err(ClientError::Tls(
                     "wss:// needs a trusted certificate (ClientBuilder::tls_root_cert_der)".into(),
                 ));
@@ -218,26 +248,32 @@ impl<S: Serializer> ClientBuilder<S> {
         self.start(r, w, "rust-websocket").await
     }
 
-    /// TLS client handshake over `tcp`, trusting only the configured certificate.
+    /// TLS client handshake over `tcp`, trusting only the configured certificate (or any,
+    /// with [`tls_insecure`](Self::tls_insecure)).
     async fn tls_connect(
         &self,
         tcp: TcpStream,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
-        let der = self
-            .root_cert_der
-            .clone()
-            .ok_or_else(|| ClientError::Tls("no trusted certificate configured".into()))?;
-        let mut roots = RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(der))
-            .map_err(|e| ClientError::Tls(format!("bad trusted certificate: {e}")))?;
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let config = if self.insecure {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+                .with_no_client_auth()
+        } else {
+            let der = self
+                .root_cert_der
+                .clone()
+                .ok_or_else(|| ClientError::Tls("no trusted certificate configured".into()))?;
+            let mut roots = RootCertStore::empty();
+            roots
+                .add(CertificateDer::from(der))
+                .map_err(|e| ClientError::Tls(format!("bad trusted certificate: {e}")))?;
+            builder.with_root_certificates(roots).with_no_client_auth()
+        };
         let name = ServerName::try_from(self.server_name.clone()).map_err(|e| {
             ClientError::Tls(format!("bad server name {:?}: {e}", self.server_name))
         })?;

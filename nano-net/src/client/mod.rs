@@ -69,6 +69,7 @@
 mod builder;
 mod conn;
 mod error;
+mod insecure;
 mod ws;
 
 use std::fmt;
