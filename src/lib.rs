@@ -36,6 +36,7 @@
 
 pub use bytes::Bytes;
 pub use nano_core::component::{self, Context, HandlerInfo};
+pub use nano_core::extension;
 pub use nano_core::protocol;
 pub use nano_core::testing;
 pub use nano_core::{
@@ -44,6 +45,10 @@ pub use nano_core::{
     Session, TimerId, DEFAULT_SCHEDULER,
 };
 pub use nano_macros::component;
+
+/// Gates, backends and discovery: the `nano-cluster` crate (feature `cluster`).
+#[cfg(feature = "cluster")]
+pub use nano_cluster as cluster;
 pub use nano_net::*;
 
 #[doc(hidden)]

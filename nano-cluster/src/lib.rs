@@ -5,12 +5,14 @@
 //! |---|---|
 //! | `discovery` | [`Discovery`]: the member list as a stream of [`Change`]s; [`Embedded`] (a master node, no external service) and `Etcd` (feature `etcd`) |
 //! | [`link`] | the node-to-node transport: one long-lived gRPC stream per pair of nodes ([`link::NodeLink`], [`link::NodeServer`]) |
+//! | [`node`] | a cluster node inside a nano application: [`node::Cluster`] settings, gates forwarding by route to backends |
 //! | [`proto`] | code generated from `proto/*.proto`, one module per protobuf package (`proto::nano::discovery::v1`, ...) |
 
 #![warn(missing_docs)]
 
 mod discovery;
 pub mod link;
+pub mod node;
 
 #[cfg(feature = "etcd")]
 pub use discovery::Etcd;

@@ -12,6 +12,7 @@
 //! | `pipeline` | [`Pipeline`]: inbound/outbound interceptors |
 //! | `rate` | [`RateLimit`]: per-session message rate limits (token bucket) |
 //! | `engine` | [`Engine`]: route table, dispatch, lifecycle |
+//! | [`extension`] | [`Extension`](extension::Extension): add-ons started with the engine that take the routes no component serves (a cluster) |
 //! | `link` | [`Link`]: where a session's packets go (implemented by transports) |
 //! | [`testing`] | an in-memory harness to unit-test components without sockets |
 //!
@@ -24,6 +25,7 @@
 pub mod component;
 mod engine;
 mod error;
+pub mod extension;
 mod group;
 mod link;
 mod pipeline;
@@ -42,7 +44,7 @@ pub mod testing;
 pub use private as __private;
 
 pub use component::{Component, Context, HandlerInfo};
-pub use engine::{BuildError, DispatchError, Engine, EngineBuilder, DEFAULT_SCHEDULER};
+pub use engine::{BuildError, DispatchError, Engine, EngineBuilder, WeakEngine, DEFAULT_SCHEDULER};
 pub use error::{
     Error, OrInternal, Result, CODE_BAD_REQUEST, CODE_CLOSED, CODE_FORBIDDEN, CODE_INTERNAL,
     CODE_NOT_FOUND, CODE_TOO_MANY_REQUESTS, CODE_UNAVAILABLE, INTERNAL_MESSAGE,
@@ -54,4 +56,4 @@ pub use rate::{OverLimit, RateLimit};
 pub use responder::{Responder, DROPPED_UNANSWERED};
 pub use scheduler::{Scheduler, TimerId};
 pub use serializer::{Decode, Encode, Json, Protobuf, Serializer};
-pub use session::Session;
+pub use session::{InFlight, Session};

@@ -41,4 +41,10 @@ pub trait Link: Send + Sync + 'static {
 
     /// The peer's address, when the transport has one.
     fn remote_addr(&self) -> Option<SocketAddr>;
+
+    /// A uid was bound to the session ([`Session::bind`](crate::Session::bind)). A cluster
+    /// backend's link tells the session's gate; transports ignore it (the default).
+    fn bound(&self, uid: &str) {
+        let _ = uid;
+    }
 }

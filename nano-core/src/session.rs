@@ -18,7 +18,7 @@ use crate::{Encode, Error, Json, Result, Serializer};
 
 mod inflight;
 
-pub(crate) use inflight::InFlight;
+pub use inflight::InFlight;
 use inflight::Limit;
 
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
@@ -91,10 +91,20 @@ impl<S> fmt::Debug for Session<S> {
 
 impl<S: Serializer> Session<S> {
     pub(crate) fn new(link: Arc<dyn Link>, shared: Arc<Shared<S>>) -> Self {
+        let n = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
+        let id = match shared.session_id_base {
+            0 => n,
+            // The base owns the high bits: the counter keeps to the low 32.
+            base => base | (n & 0xFFFF_FFFF),
+        };
+        Self::with_id(id, link, shared)
+    }
+
+    pub(crate) fn with_id(id: u64, link: Arc<dyn Link>, shared: Arc<Shared<S>>) -> Self {
         let inflight = Limit::new(shared.max_inflight);
         Session {
             inner: Arc::new(Inner {
-                id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+                id,
                 uid: RwLock::new(None),
                 data: Mutex::new(HashMap::new()),
                 link,
@@ -132,6 +142,20 @@ impl<S: Serializer> Session<S> {
             Ok(())
         })?;
         self.send_own_push(route, packet)
+    }
+
+    /// Answers request `id` with an already-serialized payload (a response forwarded from
+    /// another node, ...). Handlers answer by returning; this is for extensions.
+    pub fn respond_raw(&self, id: u64, payload: &[u8]) {
+        let mut w = DataPacketWriter::response(id, false);
+        w.payload_mut().extend_from_slice(payload);
+        self.respond(id, Ok(w));
+    }
+
+    /// Answers request `id` with an error response. Handlers answer by returning `Err`; this
+    /// is for extensions.
+    pub fn respond_error(&self, id: u64, err: &Error) {
+        self.respond(id, Err(err.clone()));
     }
 
     /// Queues an encoded push packet shared with others (a group's members) after the outbound
@@ -238,6 +262,7 @@ impl<S> Session<S> {
         if uid.is_empty() {
             return Err(Error::bad_request("cannot bind an empty uid"));
         }
+        self.inner.link.bound(&uid);
         *write(&self.inner.uid) = Some(uid.into());
         Ok(())
     }

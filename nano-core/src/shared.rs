@@ -19,6 +19,9 @@ pub(crate) struct Shared<S> {
     pub closed_hooks: Mutex<Vec<ClosedHook<S>>>,
     /// In-flight messages allowed per session before its reader waits.
     pub max_inflight: usize,
+    /// ORed into every session id made by this application (see
+    /// [`Extension::session_id_base`](crate::extension::Extension::session_id_base)).
+    pub session_id_base: u64,
 }
 
 impl<S> Default for Shared<S> {
@@ -29,6 +32,7 @@ impl<S> Default for Shared<S> {
             pipeline: Pipeline::default(),
             closed_hooks: Mutex::new(Vec::new()),
             max_inflight: 64,
+            session_id_base: 0,
         }
     }
 }

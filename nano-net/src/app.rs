@@ -367,6 +367,14 @@ impl<S: Serializer> App<S> {
         self
     }
 
+    /// Adds an [`Extension`](nano_core::extension::Extension): started after the engine,
+    /// offered the messages whose route no local component serves, stopped once the
+    /// connections ended at shutdown. A cluster node (`nano-cluster`) is one.
+    pub fn extension(mut self, extension: Arc<dyn nano_core::extension::Extension<S>>) -> Self {
+        self.engine = self.engine.extension(extension);
+        self
+    }
+
     /// Builds the application, binds every listener and starts serving; returns at once.
     /// Must be called inside a tokio runtime.
     ///
@@ -383,6 +391,12 @@ impl<S: Serializer> App<S> {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let max_packet = engine.max_packet_size();
         engine.start().await;
+        for ext in engine.extensions() {
+            if let Err(e) = ext.start(&engine).await {
+                engine.shutdown().await;
+                return Err(io::Error::other(e));
+            }
+        }
         let ctx = Arc::new(ServerCtx::new(engine, self.config.clone()));
         // Frames carry whole packets (a couple of them at most, from our clients); a larger
         // frame or fragmented message ends the connection.

@@ -98,7 +98,7 @@ impl<S: Serializer> Server<S> {
 
     /// Graceful shutdown: stop accepting, run `before_shutdown`, kick every session (the kick
     /// is flushed), wait for the connections to end (bounded by the configured shutdown
-    /// timeout), run the session-closed callbacks and `shutdown`. A connection whose peer
+    /// timeout), run the session-closed callbacks, stop the extensions, then run `shutdown`. A connection whose peer
     /// does not read ends within the write timeout; any still open when the shutdown timeout
     /// passes is aborted.
     pub async fn shutdown(mut self) {
@@ -123,6 +123,9 @@ impl<S: Serializer> Server<S> {
                 );
                 break;
             }
+        }
+        for ext in self.ctx.engine.extensions() {
+            ext.stop().await;
         }
         self.ctx.engine.shutdown().await;
         tracing::info!("server stopped");

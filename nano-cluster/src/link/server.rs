@@ -249,10 +249,20 @@ impl NodeServer {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| BindError { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| BindError { addr, source })?;
         let service = LinkService::new(local_id, config, handler);
+        Self::serve(listener, service, None).map_err(|source| BindError { addr, source })
+    }
+
+    /// Serves `service` (and, for a cluster's master node, the discovery master next to it)
+    /// on a listener bound already.
+    pub(crate) fn serve(
+        listener: tokio::net::TcpListener,
+        service: LinkService,
+        master: Option<
+            crate::proto::nano::discovery::v1::master_server::MasterServer<crate::MasterService>,
+        >,
+    ) -> std::io::Result<NodeServer> {
+        let local_addr = listener.local_addr()?;
         let stop = service.inner.shutdown.clone();
         // Ends (dropping the listener, so the port is free again) once the service shuts down.
         let incoming = futures_util::stream::unfold((listener, stop), |(listener, stop)| async {
@@ -268,12 +278,14 @@ impl NodeServer {
             Some((stream, (listener, stop)))
         });
         let config = &service.inner.config;
-        let server = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(config.keepalive_interval))
             .http2_keepalive_timeout(Some(config.keepalive_timeout));
-        let grpc = service.grpc();
+        let router = server
+            .add_service(service.grpc())
+            .add_optional_service(master);
         let task = tokio::spawn(async move {
-            if let Err(e) = server.serve_with_incoming(grpc, incoming).await {
+            if let Err(e) = router.serve_with_incoming(incoming).await {
                 tracing::error!(error = %e, "node link server failed");
             }
         });

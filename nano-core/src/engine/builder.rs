@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::job::{make_job, run_hook, MakeJob};
 use super::{BuildError, Decoder, Engine, Inner, Registration, Route, DEFAULT_SCHEDULER};
+use crate::extension::Extension;
 use crate::protocol::Dictionary;
 use crate::scheduler::{PendingScheduler, Scheduler};
 use crate::shared::Shared;
@@ -42,6 +43,7 @@ pub struct EngineBuilder<S = Json> {
     max_packet_size: usize,
     max_inflight: usize,
     rate_limit: Option<RateLimit>,
+    extensions: Vec<Arc<dyn Extension<S>>>,
 }
 
 impl<S: Serializer> Default for EngineBuilder<S> {
@@ -63,6 +65,7 @@ impl<S: Serializer> EngineBuilder<S> {
             max_packet_size: crate::protocol::DEFAULT_MAX_PACKET_SIZE,
             max_inflight: 64,
             rate_limit: None,
+            extensions: Vec::new(),
         }
     }
 
@@ -166,6 +169,14 @@ impl<S: Serializer> EngineBuilder<S> {
         self
     }
 
+    /// Adds an [`Extension`] (a cluster, ...): started with the engine by the transport, it
+    /// may take the messages whose route no local component serves.
+    #[must_use]
+    pub fn extension(mut self, extension: Arc<dyn Extension<S>>) -> Self {
+        self.extensions.push(extension);
+        self
+    }
+
     /// Builds the engine; call [`Engine::start`] inside a tokio runtime to run it.
     ///
     /// # Errors
@@ -193,6 +204,10 @@ impl<S: Serializer> EngineBuilder<S> {
             pipeline: self.pipeline,
             closed_hooks: Mutex::new(Vec::new()),
             max_inflight: self.max_inflight,
+            session_id_base: self
+                .extensions
+                .iter()
+                .fold(0, |base, e| base | e.session_id_base()),
         });
         let handles: Vec<Scheduler> = self.schedulers.iter().map(|p| p.handle.clone()).collect();
         let mut routes = Vec::new();
@@ -231,6 +246,7 @@ impl<S: Serializer> EngineBuilder<S> {
                 pending: Mutex::new(Some(self.schedulers)),
                 tasks: Mutex::new(Vec::new()),
                 rate_limit: self.rate_limit,
+                extensions: self.extensions,
             }),
         })
     }

@@ -6,13 +6,14 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::component::BoxedPayload;
+use crate::extension::Extension;
 use crate::pipeline::{panic_message, Envelope};
 use crate::protocol::{Dictionary, Message, MessageError, MessageType};
 use crate::scheduler::{Lane, PendingScheduler, Scheduler};
@@ -109,6 +110,28 @@ struct Inner<S> {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The per-session message rate limit (`None`: off).
     rate_limit: Option<RateLimit>,
+    /// Add-ons (a cluster): offered the messages no local route serves.
+    extensions: Vec<Arc<dyn Extension<S>>>,
+}
+
+/// A handle on an [`Engine`] that does not keep it alive: what an [`Extension`] keeps.
+pub struct WeakEngine<S = Json> {
+    inner: Weak<Inner<S>>,
+}
+
+impl<S> Clone for WeakEngine<S> {
+    fn clone(&self) -> Self {
+        WeakEngine {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> WeakEngine<S> {
+    /// The engine, unless every [`Engine`] handle is gone.
+    pub fn upgrade(&self) -> Option<Engine<S>> {
+        self.inner.upgrade().map(|inner| Engine { inner })
+    }
 }
 
 /// The last handle on an engine gone without [`Engine::shutdown`]: its schedulers stop (after
@@ -177,6 +200,37 @@ impl<S: Serializer> Engine<S> {
     /// Opens a session for a new connection whose outbound packets go to `link`.
     pub fn open_session(&self, link: Arc<dyn Link>) -> Session<S> {
         Session::new(link, self.inner.shared.clone())
+    }
+
+    /// Opens a session with an id chosen by the caller: a cluster backend's stand-in for a
+    /// session some gate holds, under the gate's id. The caller keeps ids unique.
+    pub fn open_session_with_id(&self, id: u64, link: Arc<dyn Link>) -> Session<S> {
+        Session::with_id(id, link, self.inner.shared.clone())
+    }
+
+    /// Registers a callback run on the closing thread whenever a session closes, for whatever
+    /// reason, after it left its groups. It must not block. (Components use
+    /// [`Context::on_session_closed`](crate::Context::on_session_closed), which runs on their
+    /// scheduler.)
+    pub fn on_session_closed(&self, hook: impl Fn(&Session<S>) + Send + Sync + 'static) {
+        lock(&self.inner.shared.closed_hooks).push(Arc::new(hook));
+    }
+
+    /// A handle that does not keep the engine alive.
+    pub fn downgrade(&self) -> WeakEngine<S> {
+        WeakEngine {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// The extensions, in registration order.
+    pub fn extensions(&self) -> &[Arc<dyn Extension<S>>] {
+        &self.inner.extensions
+    }
+
+    /// The names of the services (components) this engine hosts, in registration order.
+    pub fn hosts(&self, service: &str) -> bool {
+        self.inner.registrations.iter().any(|r| &*r.name == service)
     }
 
     /// The route dictionary: every handler route and push route, with codes stable for the
@@ -253,6 +307,34 @@ impl<S: Serializer> Engine<S> {
         Ok(())
     }
 
+    /// Like [`dispatch`](Self::dispatch), without waiting: for callers that must not block
+    /// (a cluster link's reader). When the session has too many messages in flight, the call
+    /// waits on a task of its own; messages that waited may then run after later ones.
+    ///
+    /// # Errors
+    ///
+    /// As [`dispatch`](Self::dispatch).
+    pub fn dispatch_detached(
+        &self,
+        session: &Session<S>,
+        msg: Message,
+    ) -> Result<(), DispatchError> {
+        let Some(ready) = self.prepare(session, msg)? else {
+            return Ok(());
+        };
+        if let Some(message) = session.try_in_flight() {
+            self.enqueue(session, ready, message);
+            return Ok(());
+        }
+        let engine = self.clone();
+        let session = session.clone();
+        tokio::spawn(async move {
+            let message = session.in_flight().await;
+            engine.enqueue(&session, ready, message);
+        });
+        Ok(())
+    }
+
     /// Everything dispatch does before the handler call is queued, all of it synchronous: rate
     /// limit, pipeline, route lookup, payload decode. `None` when the message was answered (or,
     /// a notify, dropped) here.
@@ -287,6 +369,11 @@ impl<S: Serializer> Engine<S> {
             None => self.inner.by_name.get(route_str),
         };
         let Some(&index) = found else {
+            let msg = match self.offer_extensions(session, msg) {
+                Ok(()) => return Ok(None),
+                Err(msg) => msg,
+            };
+            let route_str = msg.route.as_deref().unwrap_or("");
             tracing::debug!(session = session.id(), route = route_str, "route not found");
             Self::fail(
                 session,
@@ -324,6 +411,29 @@ impl<S: Serializer> Engine<S> {
             id,
             payload,
         }))
+    }
+
+    /// Offers a message no local route serves to each extension in turn; hands it back when
+    /// none took it. A panic in an extension is caught: the message counts as taken and a
+    /// request is answered `NANO-500`.
+    fn offer_extensions(&self, session: &Session<S>, mut msg: Message) -> Result<(), Message> {
+        for ext in &self.inner.extensions {
+            let id = (msg.kind == MessageType::Request).then_some(msg.id);
+            match std::panic::catch_unwind(AssertUnwindSafe(|| ext.forward(session, msg))) {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(back)) => msg = back,
+                Err(p) => {
+                    tracing::error!(
+                        session = session.id(),
+                        panic = panic_message(p.as_ref()),
+                        "extension panicked forwarding a message"
+                    );
+                    Self::fail(session, id, Error::internal("extension panicked"));
+                    return Ok(());
+                }
+            }
+        }
+        Err(msg)
     }
 
     /// Queues a prepared handler call on its component's scheduler.

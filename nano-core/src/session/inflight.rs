@@ -169,7 +169,11 @@ impl Drop for Waiter<'_> {
 
 /// One message of a session in flight (queued or running on a scheduler): it counts against
 /// the session's limit until dropped. Carries the session handle for the handler.
-pub(crate) struct InFlight<S> {
+///
+/// Extensions that serve a message outside the schedulers (a cluster gate forwarding it)
+/// hold one from [`Session::try_in_flight`] until the message is answered, so the session's
+/// `max_inflight` bounds them too.
+pub struct InFlight<S> {
     session: Session<S>,
     /// Whether this guard still holds the permit (a deferred response takes it over).
     armed: AtomicBool,
@@ -184,7 +188,7 @@ impl<S> InFlight<S> {
 
     /// Moves the permit to a new guard (a deferred response's): this one no longer releases
     /// it. `None` when it was moved already.
-    pub fn take(&self) -> Option<InFlight<S>> {
+    pub(crate) fn take(&self) -> Option<InFlight<S>> {
         self.armed
             .swap(false, std::sync::atomic::Ordering::Relaxed)
             .then(|| InFlight {
@@ -195,8 +199,9 @@ impl<S> InFlight<S> {
 }
 
 impl<S> Session<S> {
-    /// Counts one more message in flight if the limit allows it now.
-    pub(crate) fn try_in_flight(&self) -> Option<InFlight<S>> {
+    /// Counts one more message in flight if the session's `max_inflight` allows it now; the
+    /// slot is released when the returned guard drops.
+    pub fn try_in_flight(&self) -> Option<InFlight<S>> {
         self.inner.inflight.try_acquire().then(|| InFlight {
             session: self.clone(),
             armed: AtomicBool::new(true),
@@ -210,6 +215,14 @@ impl<S> Session<S> {
             session: self.clone(),
             armed: AtomicBool::new(true),
         }
+    }
+}
+
+impl<S> std::fmt::Debug for InFlight<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight")
+            .field("session", &self.session.id())
+            .finish()
     }
 }
 

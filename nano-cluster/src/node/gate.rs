@@ -1,0 +1,228 @@
+//! The gate's half: forward the messages of client sessions to the members hosting their
+//! service, and deliver what those members send back (responses, pushes, kicks, binds).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use nano_core::protocol::{Message, MessageType};
+use nano_core::{Error, InFlight, Serializer, Session};
+
+use super::picker::PickContext;
+use super::{lock, State};
+use crate::link::{proto, LinkState, NodeLink};
+
+/// A client session of this gate that forwarded at least one message.
+struct Forwarded<S> {
+    session: Session<S>,
+    /// Service → the member serving it for this session (sticky).
+    routes: HashMap<Arc<str>, Arc<str>>,
+}
+
+/// The client sessions that forwarded messages, by session id.
+pub(crate) struct Gate<S> {
+    sessions: Mutex<HashMap<u64, Forwarded<S>>>,
+}
+
+impl<S> Default for Gate<S> {
+    fn default() -> Self {
+        Gate {
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<S: Serializer> Gate<S> {
+    pub fn len(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    fn session(&self, id: u64) -> Option<Session<S>> {
+        lock(&self.sessions).get(&id).map(|f| f.session.clone())
+    }
+
+    /// A client session closed: every member it was routed to hears of it.
+    pub fn session_closed(&self, state: &State<S>, id: u64) {
+        let Some(gone) = lock(&self.sessions).remove(&id) else {
+            return;
+        };
+        let mut told: Vec<&Arc<str>> = Vec::new();
+        for node in gone.routes.values() {
+            if told.contains(&node) {
+                continue;
+            }
+            told.push(node);
+            if let Some(peer) = state.peers.get(node) {
+                if let Err(e) = peer.link.session_closed(id) {
+                    tracing::debug!(session = id, peer = %node, error = %e, "session close not sent");
+                }
+            }
+        }
+    }
+
+    /// A member left: the sessions routed to it pick another on their next message.
+    pub fn member_left(&self, node: &str) {
+        for f in lock(&self.sessions).values_mut() {
+            f.routes.retain(|_, n| &**n != node);
+        }
+    }
+
+    /// Pushes from a backend to sessions of this gate: encoded here, for each client as it
+    /// reads routes (compressed or not).
+    pub fn push(&self, push: proto::Push) {
+        for id in push.session_ids {
+            let Some(session) = self.session(id) else {
+                continue;
+            };
+            if let Err(e) = session.push_raw(&push.route, &push.payload) {
+                tracing::debug!(session = id, route = %push.route, error = %e, "forwarded push not delivered");
+            }
+        }
+    }
+
+    pub fn kick(&self, kick: proto::Kick) {
+        if let Some(session) = self.session(kick.session_id) {
+            let reason = (!kick.reason.is_empty()).then_some(kick.reason.as_str());
+            session.kick_with_reason(reason);
+        }
+    }
+
+    pub fn close(&self, close: proto::Close) {
+        if let Some(session) = self.session(close.session_id) {
+            session.close();
+        }
+    }
+
+    pub fn bind(&self, bind: proto::Bind) {
+        if let Some(session) = self.session(bind.session_id) {
+            if let Err(e) = session.bind(bind.uid) {
+                tracing::debug!(session = bind.session_id, error = %e, "bind from a backend refused");
+            }
+        }
+    }
+
+    /// The member serving `service` for `session`: the sticky choice while that member is
+    /// there, else a fresh pick among those hosting it. `None` when none does.
+    fn route(
+        &self,
+        state: &State<S>,
+        session: &Session<S>,
+        service: &str,
+        route: &str,
+    ) -> Option<NodeLink> {
+        let mut sessions = lock(&self.sessions);
+        let entry = sessions.entry(session.id()).or_insert_with(|| Forwarded {
+            session: session.clone(),
+            routes: HashMap::new(),
+        });
+        if let Some(node) = entry.routes.get(service) {
+            if let Some(peer) = state.peers.get(node) {
+                return Some(peer.link);
+            }
+        }
+        let candidates = state.peers.hosting(service);
+        if candidates.is_empty() {
+            if entry.routes.is_empty() {
+                sessions.remove(&session.id());
+            }
+            return None;
+        }
+        let members: Vec<crate::Member> = candidates.iter().map(|p| p.member.clone()).collect();
+        let uid = session.uid();
+        let cx = PickContext {
+            session_id: session.id(),
+            uid: uid.as_deref(),
+            service,
+            route,
+        };
+        let chosen = &candidates[state.picker.pick(&cx, &members) % candidates.len()];
+        entry
+            .routes
+            .insert(service.into(), chosen.member.id.as_str().into());
+        Some(chosen.link.clone())
+    }
+}
+
+impl<S: Serializer> State<S> {
+    /// A client message whose route no local component serves: forwarded to a member hosting
+    /// its service, or handed back (the engine answers `NANO-404`).
+    pub(crate) fn forward(&self, session: &Session<S>, msg: Message) -> Result<(), Message> {
+        let Some(route) = msg.route.as_deref() else {
+            return Err(msg);
+        };
+        let service = route.split_once('.').map_or(route, |(s, _)| s);
+        if self.engine().is_some_and(|e| e.hosts(service)) {
+            // A local service without that method: a plain NANO-404.
+            return Err(msg);
+        }
+        let Some(link) = self.gate.route(self, session, service, route) else {
+            return Err(msg);
+        };
+        let snapshot = session.uid().map(|uid| proto::SessionSnapshot {
+            uid,
+            data: HashMap::new(),
+        });
+        match msg.kind {
+            MessageType::Request => {
+                let Some(slot) = session.try_in_flight() else {
+                    session.respond_error(
+                        msg.id,
+                        &Error::too_many_requests("too many requests in flight"),
+                    );
+                    return Ok(());
+                };
+                let req = proto::Request {
+                    session_id: session.id(),
+                    session: snapshot,
+                    route: route.to_owned(),
+                    payload: msg.payload,
+                    client_mid: msg.id,
+                    ..Default::default()
+                };
+                tokio::spawn(forward_request(link, req, self.forward_deadline, slot));
+            }
+            MessageType::Notify => {
+                let notify = proto::Notify {
+                    session_id: session.id(),
+                    session: snapshot,
+                    route: route.to_owned(),
+                    payload: msg.payload,
+                };
+                if let Err(e) = link.notify(notify) {
+                    tracing::debug!(session = session.id(), route, error = %e, "forwarded notify dropped");
+                }
+            }
+            _ => return Err(msg),
+        }
+        Ok(())
+    }
+}
+
+/// Sends a forwarded request and answers the client with the backend's answer, or with
+/// `NANO-503` / `NANO-504` when there is none within the deadline. Holds the session's
+/// in-flight slot until then.
+async fn forward_request<S: Serializer>(
+    link: NodeLink,
+    req: proto::Request,
+    deadline: std::time::Duration,
+    slot: InFlight<S>,
+) {
+    let mid = req.client_mid;
+    let started = tokio::time::Instant::now();
+    let result: Result<Bytes, crate::link::LinkError> = async {
+        if link.state() != LinkState::Up {
+            link.wait_up(deadline).await?;
+        }
+        let left = deadline.saturating_sub(started.elapsed());
+        link.request(req, left).await
+    }
+    .await;
+    let session = slot.session();
+    match result {
+        Ok(payload) => session.respond_raw(mid, &payload),
+        Err(e) => {
+            tracing::debug!(session = session.id(), mid, error = %e, "forwarded request failed");
+            session.respond_error(mid, &e.into_error());
+        }
+    }
+}

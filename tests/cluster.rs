@@ -1,0 +1,333 @@
+//! A cluster in one process: a master, backends and gates, each a real nano server with its
+//! cluster node on 127.0.0.1 ephemeral ports, linked over gRPC; real clients on TCP talk to the
+//! gates only. Forwarded requests, notifies, pushes, kicks, binds, errors, deadlines, sticky
+//! routing, session ids across gates, and session-closed callbacks on the backends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nano::prelude::*;
+use nano::{Client, ClientEvent, Server, Transport};
+use nano_cluster::node::{Cluster, Node};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+mod common;
+use common::T;
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+struct Said {
+    from: String,
+    node: String,
+    text: String,
+}
+
+/// What a backend reports when one of its sessions closes: (node, session id, uid).
+type Closed = (String, u64, Option<String>);
+
+struct Room {
+    node: &'static str,
+    group: Group,
+    closed: mpsc::UnboundedSender<Closed>,
+    parked: Vec<Responder<()>>,
+}
+
+#[component]
+impl Room {
+    fn init(&mut self, ctx: &Context<Self>) {
+        ctx.on_session_closed(|room, s: &Session| {
+            let _ = room.closed.send((room.node.to_owned(), s.id(), s.uid()));
+        });
+    }
+
+    /// Binds the name, joins the room, pushes `onJoined`; answers the node that ran it.
+    pub fn join(&mut self, s: &Session, name: String) -> Result<String> {
+        s.bind(name)?;
+        self.group.add(s)?;
+        s.push("onJoined", self.node)?;
+        Ok(self.node.to_owned())
+    }
+
+    /// A notify: broadcast to the room.
+    pub fn say(&mut self, s: &Session, text: String) -> Result<()> {
+        let said = Said {
+            from: s.uid().unwrap_or_default(),
+            node: self.node.to_owned(),
+            text,
+        };
+        self.group.broadcast("onSaid", &said)
+    }
+
+    /// The session as this backend sees it: (node, id, uid).
+    pub fn who(&mut self, s: &Session) -> Result<(String, u64, Option<String>)> {
+        Ok((self.node.to_owned(), s.id(), s.uid()))
+    }
+
+    pub fn fail(&mut self, _s: &Session) -> Result<()> {
+        Err(Error::bad_request("no such room"))
+    }
+
+    pub fn kick(&mut self, s: &Session) -> Result<()> {
+        s.kick_with_reason(Some("bye"));
+        Ok(())
+    }
+
+    /// Never answers (until the node stops).
+    pub fn hang(&mut self, _s: &Session, reply: Responder<()>) {
+        self.parked.push(reply);
+    }
+}
+
+struct Running {
+    server: Server<Json>,
+    node: Arc<Node<Json>>,
+}
+
+impl Running {
+    fn cluster_addr(&self) -> String {
+        self.node.local_addr().expect("started").to_string()
+    }
+
+    fn tcp(&self) -> std::net::SocketAddr {
+        self.server.addr(Transport::Tcp).expect("a tcp listener")
+    }
+}
+
+async fn master() -> Running {
+    let node = Cluster::new("master").as_master().build::<Json>();
+    let server = nano::app()
+        .extension(node.clone())
+        .start()
+        .await
+        .expect("master starts");
+    Running { server, node }
+}
+
+async fn backend(
+    id: &'static str,
+    master: &Running,
+    closed: &mpsc::UnboundedSender<Closed>,
+) -> Running {
+    let node = Cluster::new(id)
+        .master(master.cluster_addr())
+        .forward_deadline(Duration::from_millis(300))
+        .build::<Json>();
+    let room = Room {
+        node: id,
+        group: Group::new("room"),
+        closed: closed.clone(),
+        parked: Vec::new(),
+    };
+    let server = nano::app()
+        .component(room)
+        .extension(node.clone())
+        .start()
+        .await
+        .expect("backend starts");
+    Running { server, node }
+}
+
+async fn gate(id: &'static str, master: &Running) -> Running {
+    let node = Cluster::new(id)
+        .master(master.cluster_addr())
+        .forward_deadline(Duration::from_millis(300))
+        .build::<Json>();
+    let server = nano::app()
+        .extension(node.clone())
+        .tcp("127.0.0.1:0")
+        .start()
+        .await
+        .expect("gate starts");
+    assert!(
+        node.wait_for_service("Room", T).await,
+        "{id} sees a Room backend"
+    );
+    Running { server, node }
+}
+
+async fn client(gate: &Running) -> Client {
+    timeout(T, Client::connect_tcp(gate.tcp()))
+        .await
+        .expect("connect in time")
+        .expect("connect")
+}
+
+async fn next_closed(rx: &mut mpsc::UnboundedReceiver<Closed>) -> Closed {
+    timeout(T, rx.recv())
+        .await
+        .expect("a session-closed callback in time")
+        .expect("backend alive")
+}
+
+fn code_of(e: &nano::ClientError) -> String {
+    e.server_error()
+        .map(|e| e.code().to_owned())
+        .unwrap_or_else(|| format!("not an error response: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_notifies_pushes_and_errors_travel_through_the_gate() {
+    let (closed_tx, mut closed) = mpsc::unbounded_channel();
+    let master = master().await;
+    let chat = backend("chat-1", &master, &closed_tx).await;
+    let gate = gate("gate-1", &master).await;
+
+    let c = client(&gate).await;
+    let mut joined = c.on("onJoined");
+    let mut said = c.on("onSaid");
+    let node: String = c.request("Room.Join", &"alice").await.unwrap();
+    assert_eq!(node, "chat-1");
+    let pushed = timeout(T, joined.recv()).await.unwrap().unwrap();
+    assert_eq!(c.decode::<String>(&pushed).unwrap(), "chat-1");
+
+    // The backend's session carries the gate's id and the uid bound on the backend.
+    let (node, id, uid): (String, u64, Option<String>) =
+        c.request("Room.Who", &json!({})).await.unwrap();
+    assert_eq!((node.as_str(), uid.as_deref()), ("chat-1", Some("alice")));
+    assert_eq!(gate.node.forwarded_sessions(), 1);
+    assert_eq!(chat.node.remote_sessions(), 1);
+    assert!(id > u64::from(u32::MAX), "a node-prefixed id: {id}");
+    assert!(id < 1 << 53, "exact in JavaScript: {id}");
+
+    // A notify runs on the backend; its group broadcast reaches the client through the gate.
+    c.notify("Room.Say", &"hello").await.unwrap();
+    let pushed = timeout(T, said.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        c.decode::<Said>(&pushed).unwrap(),
+        Said {
+            from: "alice".into(),
+            node: "chat-1".into(),
+            text: "hello".into()
+        }
+    );
+
+    // A handler's error reaches the client as a local one would.
+    let e = c
+        .request::<_, ()>("Room.Fail", &json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "NANO-400");
+    assert_eq!(e.server_error().unwrap().message(), "no such room");
+    // A method the backend does not have: its NANO-404; a service nobody hosts: the gate's.
+    let e = c
+        .request::<_, ()>("Room.Nothing", &json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "NANO-404");
+    let e = c
+        .request::<_, ()>("Nobody.Home", &json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "NANO-404");
+
+    // The client leaves: the backend runs its session-closed callback for it, once.
+    c.close().await;
+    let (node, closed_id, uid) = next_closed(&mut closed).await;
+    assert_eq!(
+        (node.as_str(), closed_id, uid.as_deref()),
+        ("chat-1", id, Some("alice"))
+    );
+    assert!(closed.try_recv().is_err(), "closed callbacks ran once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_kicks_through_the_gate_and_an_unanswered_request_hits_the_deadline() {
+    let (closed_tx, mut closed) = mpsc::unbounded_channel();
+    let master = master().await;
+    let _chat = backend("chat-1", &master, &closed_tx).await;
+    let gate = gate("gate-1", &master).await;
+
+    let c = client(&gate).await;
+    let _: String = c.request("Room.Join", &"bob").await.unwrap();
+    // The gate answers NANO-504 at its forward deadline (300 ms), whatever the backend does.
+    let started = tokio::time::Instant::now();
+    let e = c
+        .request::<_, ()>("Room.Hang", &json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "NANO-504");
+    assert!(started.elapsed() < T);
+
+    // The backend kicks: the client gets the Kick with its reason, the backend its callback.
+    let _ = c.request::<_, ()>("Room.Kick", &json!({})).await;
+    let event = timeout(T, c.closed()).await.expect("kicked in time");
+    assert_eq!(
+        event,
+        ClientEvent::Kicked {
+            reason: Some("bye".into())
+        }
+    );
+    let (_, _, uid) = next_closed(&mut closed).await;
+    assert_eq!(uid.as_deref(), Some("bob"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_two_gates_share_a_room_with_distinct_session_ids() {
+    let (closed_tx, mut closed) = mpsc::unbounded_channel();
+    let master = master().await;
+    let _chat = backend("chat-1", &master, &closed_tx).await;
+    let gate1 = gate("gate-1", &master).await;
+    let gate2 = gate("gate-2", &master).await;
+
+    let alice = client(&gate1).await;
+    let bob = client(&gate2).await;
+    let mut alice_hears = alice.on("onSaid");
+    let _: String = alice.request("Room.Join", &"alice").await.unwrap();
+    let _: String = bob.request("Room.Join", &"bob").await.unwrap();
+    let (_, a_id, _): (String, u64, Option<String>) =
+        alice.request("Room.Who", &json!({})).await.unwrap();
+    let (_, b_id, _): (String, u64, Option<String>) =
+        bob.request("Room.Who", &json!({})).await.unwrap();
+    assert_ne!(a_id, b_id, "two gates never hand out the same session id");
+    assert_ne!(a_id >> 32, b_id >> 32, "each gate has its own id prefix");
+
+    // Bob (gate 2) speaks; Alice (gate 1) hears it.
+    bob.notify("Room.Say", &"hi alice").await.unwrap();
+    let pushed = timeout(T, alice_hears.recv()).await.unwrap().unwrap();
+    let said: Said = alice.decode(&pushed).unwrap();
+    assert_eq!(
+        (said.from.as_str(), said.text.as_str()),
+        ("bob", "hi alice")
+    );
+
+    // Bob's gate shuts down: the backend runs Bob's callback, Alice stays.
+    gate2.server.shutdown().await;
+    let (_, id, uid) = next_closed(&mut closed).await;
+    assert_eq!((id, uid.as_deref()), (b_id, Some("bob")));
+    let (_, still, _): (String, u64, Option<String>) =
+        alice.request("Room.Who", &json!({})).await.unwrap();
+    assert_eq!(still, a_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_spread_over_backends_and_stick_to_theirs() {
+    let (closed_tx, _closed) = mpsc::unbounded_channel();
+    let master = master().await;
+    let _chat1 = backend("chat-1", &master, &closed_tx).await;
+    let _chat2 = backend("chat-2", &master, &closed_tx).await;
+    let gate = gate("gate-1", &master).await;
+    assert!(
+        gate.node.wait_for_members("Room", 2, T).await,
+        "both backends discovered"
+    );
+
+    let mut served = Vec::new();
+    for i in 0..6 {
+        let c = client(&gate).await;
+        let first: String = c.request("Room.Join", &format!("user-{i}")).await.unwrap();
+        for _ in 0..5 {
+            let (node, _, _): (String, u64, Option<String>) =
+                c.request("Room.Who", &json!({})).await.unwrap();
+            assert_eq!(node, first, "a session's messages stay on its backend");
+        }
+        served.push(first);
+    }
+    for node in ["chat-1", "chat-2"] {
+        assert_eq!(
+            served.iter().filter(|n| *n == node).count(),
+            3,
+            "round robin over the backends: {served:?}"
+        );
+    }
+}
