@@ -18,8 +18,33 @@ pub fn init_tracing() {
 /// Printed, in this order: `open http://ADDR/web/` when `page` is set, `tcp ADDR`,
 /// `ws ws://ADDR<ws_path>`.
 pub fn serve<S: Serializer>(app: App<S>, page: bool, ws_path: &str) -> std::io::Result<()> {
+    serve_then(app, page, ws_path, || {})
+}
+
+/// As [`serve`], with a cluster node: prints `cluster ADDR` (where other nodes reach it)
+/// before the other lines.
+#[allow(dead_code)] // not every example is a cluster node
+pub fn serve_node<S: Serializer>(
+    app: App<S>,
+    node: std::sync::Arc<nano_cluster::node::Node<S>>,
+    ws_path: &str,
+) -> std::io::Result<()> {
+    serve_then(app, false, ws_path, move || {
+        if let Some(addr) = node.local_addr() {
+            println!("cluster {addr}");
+        }
+    })
+}
+
+fn serve_then<S: Serializer>(
+    app: App<S>,
+    page: bool,
+    ws_path: &str,
+    started: impl FnOnce(),
+) -> std::io::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(async move {
         let server = app.start().await?;
+        started();
         let ws = server.addr(Transport::WebSocket);
         if let (true, Some(ws)) = (page, ws) {
             println!("open http://{ws}/web/");

@@ -161,6 +161,14 @@ impl Example {
         assert_eq!(rc, 0, "kill -TERM {}", self.pid);
     }
 
+    /// Sends SIGKILL (a crash: no cleanup, no deregistration) and waits for the exit.
+    pub async fn kill(&mut self) {
+        // SAFETY: as in `sigterm`.
+        let rc = unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        assert_eq!(rc, 0, "kill -KILL {}", self.pid);
+        self.exit_within(T).await;
+    }
+
     /// Waits for the process to exit, within `bound`.
     pub async fn exit_within(&mut self, bound: Duration) -> ExitStatus {
         if let Some(s) = self.exited {

@@ -413,7 +413,10 @@ mod tests {
         for base in [a, b] {
             assert!(base > 0);
             let largest = base | 0xFFFF_FFFF;
-            assert!(largest.leading_zeros() >= 11, "{largest:#x} needs more than 53 bits");
+            assert!(
+                largest.leading_zeros() >= 11,
+                "{largest:#x} needs more than 53 bits"
+            );
         }
     }
 }
