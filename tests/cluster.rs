@@ -331,3 +331,39 @@ async fn sessions_spread_over_backends_and_stick_to_theirs() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_to_members_on_two_gates_is_one_node_message_per_gate() {
+    let (closed_tx, _closed) = mpsc::unbounded_channel();
+    let master = master().await;
+    let chat = backend("chat-1", &master, &closed_tx).await;
+    let gates = [gate("gate-1", &master).await, gate("gate-2", &master).await];
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        let c = client(&gates[i % 2]).await;
+        let hears = c.on("onSaid");
+        let _: String = c.request("Room.Join", &format!("user-{i}")).await.unwrap();
+        clients.push((c, hears));
+    }
+    let sent = |gate: &str| chat.node.link_stats(gate).expect("linked").frames_sent;
+    let before = [sent("gate-1"), sent("gate-2")];
+
+    clients[0]
+        .0
+        .notify("Room.Say", &"to everyone")
+        .await
+        .unwrap();
+    for (c, hears) in &mut clients {
+        let pushed = timeout(T, hears.recv()).await.unwrap().unwrap();
+        assert_eq!(c.decode::<Said>(&pushed).unwrap().text, "to everyone");
+    }
+    let after = [sent("gate-1"), sent("gate-2")];
+    assert_eq!(
+        [after[0] - before[0], after[1] - before[1]],
+        [1, 1],
+        "20 members on 2 gates: one push frame per gate"
+    );
+    for (_, hears) in &mut clients {
+        assert!(hears.try_recv().is_err(), "each member got it once");
+    }
+}

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::session::{encode_push_with, lock, EncodedPush};
 use crate::shared::Shared;
@@ -262,6 +262,8 @@ impl<S: Serializer> Group<S> {
             return Ok(());
         };
         let mut packets = Packets::new(first.shared(), route, write);
+        // Members behind a fan-out link (a cluster gate): one send per link, with their ids.
+        let mut fanouts: Vec<(usize, &Session<S>, Bytes, Vec<u64>)> = Vec::new();
         for member in members.iter() {
             if !filter(member) {
                 continue;
@@ -276,8 +278,24 @@ impl<S: Serializer> Group<S> {
                     continue;
                 }
             };
-            if let Err(e) = member.send_push(route, packet) {
-                tracing::debug!(group = %self.inner.name, session = member.id(), error = %e, "broadcast not delivered to member");
+            match member.admit_shared_push(route, packet) {
+                Ok(None) => {
+                    if let Err(e) = member.send_packet(packet.bytes.clone()) {
+                        tracing::debug!(group = %self.inner.name, session = member.id(), error = %e, "broadcast not delivered to member");
+                    }
+                }
+                Ok(Some(key)) => match fanouts.iter_mut().find(|f| f.0 == key) {
+                    Some((.., ids)) => ids.push(member.id()),
+                    None => fanouts.push((key, member, packet.bytes.clone(), vec![member.id()])),
+                },
+                Err(e) => {
+                    tracing::debug!(group = %self.inner.name, session = member.id(), error = %e, "broadcast not delivered to member");
+                }
+            }
+        }
+        for (_, via, packet, ids) in fanouts {
+            if let Err(e) = via.link().send_many(packet, ids) {
+                tracing::debug!(group = %self.inner.name, error = %e, "broadcast not delivered to a fan-out link");
             }
         }
         Ok(())

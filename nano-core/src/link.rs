@@ -42,6 +42,26 @@ pub trait Link: Send + Sync + 'static {
     /// The peer's address, when the transport has one.
     fn remote_addr(&self) -> Option<SocketAddr>;
 
+    /// For links that reach many sessions through one peer (a cluster backend's links to a
+    /// gate): the peer's identity. A group broadcast sends one packet per distinct key, with
+    /// [`Link::send_many`], instead of one per member. `None` (the default): one send per
+    /// session.
+    fn fanout_key(&self) -> Option<usize> {
+        None
+    }
+
+    /// Queues one encoded packet for several sessions that share this link's
+    /// [`fanout_key`](Link::fanout_key) (their ids in `sessions`); only called when that key
+    /// is `Some`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Link::send`].
+    fn send_many(&self, packet: Bytes, sessions: Vec<u64>) -> Result<(), SendError> {
+        let _ = sessions;
+        self.send(packet)
+    }
+
     /// A uid was bound to the session ([`Session::bind`](crate::Session::bind)). A cluster
     /// backend's link tells the session's gate; transports ignore it (the default).
     fn bound(&self, uid: &str) {

@@ -158,11 +158,23 @@ impl<S: Serializer> Session<S> {
         self.respond(id, Err(err.clone()));
     }
 
-    /// Queues an encoded push packet shared with others (a group's members) after the outbound
-    /// pipeline.
-    pub(crate) fn send_push(&self, route: &str, packet: &EncodedPush) -> Result<()> {
+    /// Whether a shared push may go to this session: open, and allowed by the outbound
+    /// pipeline. Then its link's [`fanout_key`](Link::fanout_key), if it has one.
+    pub(crate) fn admit_shared_push(
+        &self,
+        route: &str,
+        packet: &EncodedPush,
+    ) -> Result<Option<usize>> {
+        if self.is_closed() {
+            return Err(Error::closed("session closed"));
+        }
         self.outbound_allows(route, packet)?;
-        self.send_packet(packet.bytes.clone())
+        Ok(self.inner.link.fanout_key())
+    }
+
+    /// The session's link.
+    pub(crate) fn link(&self) -> &Arc<dyn Link> {
+        &self.inner.link
     }
 
     /// Queues this session's own encoded push: the bytes move, no shared handle is made.

@@ -317,6 +317,11 @@ impl NodeLink {
         }
     }
 
+    /// A number that identifies this link among the live ones (its shared state's address).
+    pub(crate) fn identity(&self) -> usize {
+        Arc::as_ptr(&self.shared).cast::<()>() as usize
+    }
+
     /// Whether the two handles are the same link.
     pub fn same(&self, other: &NodeLink) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)

@@ -201,20 +201,29 @@ pub(crate) struct RemoteLink<S> {
     _serializer: PhantomData<fn() -> S>,
 }
 
+impl<S> RemoteLink<S> {
+    /// The message in a data packet a session queued; `None` (traced) for anything else.
+    fn message(&self, packet: &Bytes) -> Option<Message> {
+        // A session sends whole data packets (push, response) on its link.
+        if packet.len() < HEADER_LEN || packet[0] != PacketType::Data as u8 {
+            return None;
+        }
+        match Message::decode(packet.slice(HEADER_LEN..), None) {
+            Ok(msg) => Some(msg),
+            Err(e) => {
+                tracing::warn!(session = self.session_id, error = %e, "undecodable packet from a stand-in session");
+                None
+            }
+        }
+    }
+}
+
 impl<S: Serializer> Link for RemoteLink<S> {
     fn send(&self, packet: Bytes) -> Result<(), SendError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
-        // A session sends whole data packets (push, response) on its link.
-        if packet.len() < HEADER_LEN || packet[0] != PacketType::Data as u8 {
-            return Ok(());
-        }
-        let Ok(msg) = Message::decode(packet.slice(HEADER_LEN..), None) else {
-            tracing::warn!(
-                session = self.session_id,
-                "undecodable packet from a stand-in session"
-            );
+        let Some(msg) = self.message(&packet) else {
             return Ok(());
         };
         match msg.kind {
@@ -238,6 +247,24 @@ impl<S: Serializer> Link for RemoteLink<S> {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Every stand-in of one gate shares the gate's link: a broadcast to them is one push.
+    fn fanout_key(&self) -> Option<usize> {
+        Some(self.gate.identity())
+    }
+
+    fn send_many(&self, packet: Bytes, sessions: Vec<u64>) -> Result<(), SendError> {
+        let Some(msg) = self.message(&packet) else {
+            return Ok(());
+        };
+        if msg.kind != MessageType::Push {
+            return Ok(());
+        }
+        let route = msg.route.as_deref().unwrap_or("").to_owned();
+        self.gate
+            .push(route, msg.payload, sessions)
+            .map_err(send_error)
     }
 
     fn kick(&self, reason: Option<&str>) {

@@ -278,6 +278,11 @@ impl<S: Serializer> Node<S> {
         self.state.peers.wait_for_service(service, n, within).await
     }
 
+    /// The traffic on the link to peer `id` so far (`None` for an unknown peer).
+    pub fn link_stats(&self, id: &str) -> Option<crate::link::LinkStats> {
+        self.state.peers.get(id).map(|p| p.link.stats())
+    }
+
     /// Client sessions of this gate that forwarded messages to other nodes, open now.
     pub fn forwarded_sessions(&self) -> usize {
         self.state.gate.len()
