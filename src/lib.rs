@@ -40,9 +40,9 @@ pub use nano_core::extension;
 pub use nano_core::protocol;
 pub use nano_core::testing;
 pub use nano_core::{
-    Component, Decode, Encode, Engine, EngineBuilder, Envelope, Error, Group, Json, Link,
-    OrInternal, OverLimit, Pipeline, Protobuf, RateLimit, Responder, Result, Scheduler, Serializer,
-    Session, TimerId, DEFAULT_SCHEDULER,
+    Component, Decode, Encode, Engine, EngineBuilder, Envelope, Error, Group, InFlight, Json, Link,
+    OrInternal, Origin, OverLimit, Pipeline, Protobuf, RateLimit, Responder, Result, Scheduler,
+    Serializer, Session, TimerId, WeakEngine, DEFAULT_SCHEDULER,
 };
 pub use nano_macros::component;
 

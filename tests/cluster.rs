@@ -77,6 +77,23 @@ impl Room {
     pub fn hang(&mut self, _s: &Session, reply: Responder<()>) {
         self.parked.push(reply);
     }
+
+    /// For other nodes only.
+    #[handler(internal)]
+    pub fn members(&mut self, _s: &Session) -> Result<usize> {
+        Ok(self.group.count())
+    }
+}
+
+/// A service for other nodes only.
+struct Math;
+
+#[component(internal)]
+impl Math {
+    pub fn double(&mut self, _s: &Session, n: u64) -> Result<u64> {
+        n.checked_mul(2)
+            .ok_or_else(|| Error::bad_request("too large"))
+    }
 }
 
 struct Running {
@@ -121,6 +138,7 @@ async fn backend(
     };
     let server = nano::app()
         .component(room)
+        .component(Math)
         .extension(node.clone())
         .start()
         .await
@@ -366,4 +384,73 @@ async fn a_broadcast_to_members_on_two_gates_is_one_node_message_per_gate() {
     for (_, hears) in &mut clients {
         assert!(hears.try_recv().is_err(), "each member got it once");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_call_each_other_typed_and_reach_internal_routes_clients_cannot() {
+    let (closed_tx, _closed) = mpsc::unbounded_channel();
+    let master = master().await;
+    let chat = backend("chat-1", &master, &closed_tx).await;
+    let gate = gate("gate-1", &master).await;
+    let c = client(&gate).await;
+    let mut said = c.on("onSaid");
+    let _: String = c.request("Room.Join", &"carol").await.unwrap();
+
+    // Internal routes do not exist for clients, through the gate.
+    for route in ["Math.Double", "Room.Members"] {
+        let e = c.request::<_, u64>(route, &21).await.unwrap_err();
+        assert_eq!(code_of(&e), "NANO-404", "{route}");
+    }
+    // A node reaches them, typed: the gate calls the backend...
+    let doubled: u64 = gate.node.call("Math.Double", &21u64).await.unwrap();
+    assert_eq!(doubled, 42);
+    let members: usize = gate.node.call("Room.Members", &json!({})).await.unwrap();
+    assert_eq!(members, 1);
+    let on: u64 = gate
+        .node
+        .call_on("chat-1", "Math.Double", &5u64)
+        .await
+        .unwrap();
+    assert_eq!(on, 10);
+    // ...and the backend calls itself the same way.
+    let here: u64 = chat.node.call("Math.Double", &8u64).await.unwrap();
+    assert_eq!(here, 16);
+
+    // The handler's error, typed; no such node or service; the deadline.
+    let e = gate
+        .node
+        .call::<u64>("Math.Double", &u64::MAX)
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), ("NANO-400", "too large"));
+    let e = gate.node.call::<u64>("Nobody.Home", &1).await.unwrap_err();
+    assert_eq!(e.code(), "NANO-404");
+    let e = gate
+        .node
+        .call_on::<u64>("chat-9", "Math.Double", &1)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "NANO-404");
+    let e = gate
+        .node
+        .call_within::<()>("Room.Hang", &json!({}), Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "NANO-504");
+    // A reply that does not decode as the type asked for.
+    let e = gate
+        .node
+        .call::<String>("Math.Double", &1u64)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "NANO-400");
+
+    // A notify from a node: its broadcast reaches the room's client through the gate.
+    gate.node.notify("Room.Say", &"from a node").unwrap();
+    let pushed = timeout(T, said.recv()).await.unwrap().unwrap();
+    let said: Said = c.decode(&pushed).unwrap();
+    assert_eq!(
+        (said.from.as_str(), said.text.as_str()),
+        ("", "from a node")
+    );
 }

@@ -197,3 +197,34 @@ async fn async_handler_awaiting_its_own_scheduler_is_refused_not_deadlocked() {
     let v: u32 = c.request("Slow.OffCall", &()).await.unwrap();
     assert_eq!(v, 100);
 }
+
+/// A component with one route for other cluster nodes only.
+struct Vault;
+
+#[component]
+impl Vault {
+    pub fn open(&mut self, _s: &Session) -> Result<&'static str> {
+        Ok("open")
+    }
+
+    #[handler(internal)]
+    pub fn secret(&mut self, _s: &Session) -> Result<&'static str> {
+        Ok("secret")
+    }
+}
+
+#[tokio::test]
+async fn an_internal_route_does_not_exist_for_a_client() {
+    let h = Harness::start(EngineBuilder::new().component(Vault))
+        .await
+        .unwrap();
+    let c = h.connect();
+    let open: String = c.request("Vault.Open", &()).await.unwrap();
+    assert_eq!(open, "open");
+    let e = c
+        .request::<_, String>("Vault.Secret", &())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "NANO-404");
+    assert_eq!(e.message(), "route not found: Vault.Secret");
+}

@@ -31,6 +31,9 @@ pub struct HandlerInfo {
     pub takes_context: bool,
     /// Whether the handler answers through a [`Responder`](crate::Responder) argument.
     pub deferred: bool,
+    /// Whether only other cluster nodes may call it (`#[handler(internal)]`): a client gets
+    /// `NANO-404`, as if the route did not exist.
+    pub internal: bool,
 }
 
 /// A decoded payload on its way to the scheduler.

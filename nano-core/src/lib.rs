@@ -44,7 +44,9 @@ pub mod testing;
 pub use private as __private;
 
 pub use component::{Component, Context, HandlerInfo};
-pub use engine::{BuildError, DispatchError, Engine, EngineBuilder, WeakEngine, DEFAULT_SCHEDULER};
+pub use engine::{
+    BuildError, DispatchError, Engine, EngineBuilder, Origin, WeakEngine, DEFAULT_SCHEDULER,
+};
 pub use error::{
     Error, OrInternal, Result, CODE_BAD_REQUEST, CODE_CLOSED, CODE_FORBIDDEN, CODE_INTERNAL,
     CODE_NOT_FOUND, CODE_TOO_MANY_REQUESTS, CODE_UNAVAILABLE, INTERNAL_MESSAGE,

@@ -33,7 +33,7 @@ type Send<T> = Box<dyn FnOnce(Result<T, Error>) + std::marker::Send>;
 ///
 /// # Examples
 ///
-/// ```ignore
+/// ```text
 /// #[component]
 /// impl Oracle {
 ///     pub fn ask(&mut self, s: &Session, q: Question, ctx: &Context<Self>, reply: Responder<Answer>) {
@@ -104,7 +104,7 @@ impl<T: 'static> Responder<T> {
     ///
     /// # Examples
     ///
-    /// ```ignore
+    /// ```text
     /// let reply = reply.timeout(Duration::from_secs(5));
     /// ```
     pub fn timeout(mut self, after: Duration) -> Self {

@@ -16,6 +16,7 @@ use syn::{Attribute, LitStr, Meta, Path, Token};
 use crate::ctxt::Ctxt;
 
 mod kw {
+    syn::custom_keyword!(internal);
     syn::custom_keyword!(name);
     syn::custom_keyword!(rename_all);
     syn::custom_keyword!(serializer);
@@ -33,6 +34,8 @@ pub struct ComponentAttrs {
     pub serializer: Option<(kw::serializer, Path)>,
     /// `crate = ::nano_core`: the crate whose `__private` module generated code uses.
     pub krate: Option<(Token![crate], Path)>,
+    /// `internal`: every handler is callable by other cluster nodes only.
+    pub internal: Option<kw::internal>,
 }
 
 impl ComponentAttrs {
@@ -55,6 +58,13 @@ pub fn parse_component(cx: &Ctxt, args: TokenStream) -> ComponentAttrs {
                 input.parse::<Token![=]>()?;
                 let value: LitStr = input.parse()?;
                 set(cx, &mut attrs.name, key, value, "name");
+            } else if lookahead.peek(kw::internal) {
+                let key: kw::internal = input.parse()?;
+                if attrs.internal.is_some() {
+                    cx.error_spanned_by(key, "duplicate `internal` argument");
+                } else {
+                    attrs.internal = Some(key);
+                }
             } else if lookahead.peek(kw::rename_all) {
                 let key: kw::rename_all = input.parse()?;
                 input.parse::<Token![=]>()?;
@@ -114,6 +124,8 @@ pub struct HandlerAttrs {
     pub skip: Option<kw::skip>,
     /// `name = "join"`: the exact handler name.
     pub name: Option<(kw::name, LitStr)>,
+    /// `internal`: callable by other cluster nodes only; a client gets `NANO-404`.
+    pub internal: Option<kw::internal>,
 }
 
 /// Whether `attr` is a `#[handler]` attribute (the ones `#[component]` consumes).
@@ -134,7 +146,7 @@ pub fn parse_handler(cx: &Ctxt, attrs: &[Attribute]) -> HandlerAttrs {
             Meta::NameValue(_) => {
                 cx.error_spanned_by(
                     attr,
-                    "expected `#[handler(skip)]` or `#[handler(name = \"...\")]`",
+                    "expected `#[handler(skip)]`, `#[handler(internal)]` or `#[handler(name = \"...\")]`",
                 );
                 continue;
             }
@@ -154,6 +166,13 @@ pub fn parse_handler(cx: &Ctxt, attrs: &[Attribute]) -> HandlerAttrs {
                     input.parse::<Token![=]>()?;
                     let value: LitStr = input.parse()?;
                     set(cx, &mut out.name, key, value, "name");
+                } else if lookahead.peek(kw::internal) {
+                    let key: kw::internal = input.parse()?;
+                    if out.internal.is_some() {
+                        cx.error_spanned_by(key, "duplicate `internal` argument");
+                    } else {
+                        out.internal = Some(key);
+                    }
                 } else {
                     return Err(lookahead.error());
                 }
@@ -170,6 +189,9 @@ pub fn parse_handler(cx: &Ctxt, attrs: &[Attribute]) -> HandlerAttrs {
     }
     if let (Some(_), Some((key, _))) = (&out.skip, &out.name) {
         cx.error_spanned_by(key, "`name` has no effect on a `skip`ped method");
+    }
+    if let (Some(_), Some(key)) = (&out.skip, &out.internal) {
+        cx.error_spanned_by(key, "`internal` has no effect on a `skip`ped method");
     }
     out
 }
@@ -339,7 +361,7 @@ mod tests {
         parse_component(&cx, quote!(nmae = "x"));
         assert_eq!(
             errors(cx),
-            ["expected one of: `name`, `rename_all`, `serializer`, `crate`"]
+            ["expected one of: `name`, `internal`, `rename_all`, `serializer`, `crate`"]
         );
 
         let cx = Ctxt::new();
@@ -378,8 +400,8 @@ mod tests {
             errors(cx),
             [
                 "duplicate `skip` argument",
-                "expected `skip` or `name`",
-                "expected `#[handler(skip)]` or `#[handler(name = \"...\")]`",
+                "expected one of: `skip`, `name`, `internal`",
+                "expected `#[handler(skip)]`, `#[handler(internal)]` or `#[handler(name = \"...\")]`",
                 "`name` has no effect on a `skip`ped method",
             ]
         );

@@ -81,6 +81,7 @@ pub fn generate(component: &Component) -> TokenStream {
         let is_async = h.is_async();
         let takes_context = h.context().is_some();
         let deferred = h.takes_responder();
+        let internal = h.attrs.internal.is_some() || component.attrs.internal.is_some();
         quote! {
             #private::HandlerInfo {
                 name: #handler_name,
@@ -90,6 +91,7 @@ pub fn generate(component: &Component) -> TokenStream {
                 is_async: #is_async,
                 takes_context: #takes_context,
                 deferred: #deferred,
+                internal: #internal,
             }
         }
     });

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use nano_core::protocol::{Message, MessageType, PacketType, HEADER_LEN};
-use nano_core::{Error, Link, SendError, Serializer, Session};
+use nano_core::{Error, Link, Origin, SendError, Serializer, Session};
 
 use super::{lock, State};
 use crate::link::{proto, LinkError, NodeLink, Responder};
@@ -103,9 +103,9 @@ impl<S: Serializer> Backend<S> {
             return responder.respond(Err(Error::unavailable("node shutting down")));
         };
         if req.session_id == 0 {
-            return responder.respond(Err(Error::bad_request(
-                "node-to-node requests without a session are not served yet",
-            )));
+            // A call from another node: no client behind it, internal routes reachable.
+            let reply = Box::new(move |r| responder.respond(r));
+            return super::call::run_here(&engine, req.route, req.payload, Some(reply));
         }
         let Some((session, link)) = self.session(state, gate, req.session_id, req.session.as_ref())
         else {
@@ -114,7 +114,7 @@ impl<S: Serializer> Backend<S> {
         let mid = req.client_mid;
         lock(&link.pending).insert(mid, responder);
         let msg = Message::request(mid, req.route, req.payload);
-        if let Err(e) = engine.dispatch_detached(&session, msg) {
+        if let Err(e) = engine.dispatch_detached(&session, msg, Origin::Client) {
             if let Some(r) = lock(&link.pending).remove(&mid) {
                 r.respond(Err(Error::bad_request(e.to_string())));
             }
@@ -124,11 +124,14 @@ impl<S: Serializer> Backend<S> {
     /// A forwarded notify: run on the stand-in session.
     pub fn notify(&self, state: &State<S>, gate: &NodeLink, n: proto::Notify) {
         let Some(engine) = state.engine() else { return };
+        if n.session_id == 0 {
+            return super::call::run_here(&engine, n.route, n.payload, None);
+        }
         let Some((session, _)) = self.session(state, gate, n.session_id, n.session.as_ref()) else {
             return;
         };
         let msg = Message::notify(n.route, n.payload);
-        if let Err(e) = engine.dispatch_detached(&session, msg) {
+        if let Err(e) = engine.dispatch_detached(&session, msg, Origin::Client) {
             tracing::debug!(session = n.session_id, error = %e, "forwarded notify refused");
         }
     }

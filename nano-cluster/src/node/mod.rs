@@ -12,7 +12,8 @@
 //! | `mod` | [`Cluster`] settings, [`Node`]: start (listen, register, watch) and stop |
 //! | `peers` | the members from discovery, by id, with their links |
 //! | `gate` | forwarding client messages, delivering what backends send back |
-//! | `backend` | stand-in sessions for the clients of gates, [`RemoteLink`](backend) |
+//! | `backend` | stand-in sessions for the clients of gates, and the link that answers through their gate |
+//! | `call` | server-to-server calls ([`Node::call`], [`Node::notify`]) and the session a called handler runs on |
 //! | `inbound` | the [`LinkHandler`](crate::link::LinkHandler) that routes frames to the two |
 //! | [`picker`](Picker) | which member serves a session: round-robin, random, consistent hash, yours |
 //!
@@ -34,6 +35,7 @@
 //! ```
 
 mod backend;
+mod call;
 mod gate;
 mod inbound;
 mod peers;

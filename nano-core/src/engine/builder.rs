@@ -223,6 +223,7 @@ impl<S: Serializer> EngineBuilder<S> {
                     by_code.insert(code, ri);
                 }
                 routes.push(Route {
+                    internal: h.internal,
                     route,
                     scheduler: handles[reg.scheduler].clone(),
                     index,

@@ -41,6 +41,16 @@ pub enum DispatchError {
     NotFromClient(MessageType),
 }
 
+/// Where a message comes from, for the routes only some callers may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client (directly, or forwarded by a cluster gate): internal routes do not exist for
+    /// it (`NANO-404`).
+    Client,
+    /// Another node of the cluster: every route, internal ones included.
+    Node,
+}
+
 /// Why an engine could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -73,6 +83,8 @@ pub(crate) struct Registration<S> {
 
 pub(crate) struct Route<S> {
     route: Arc<str>,
+    /// Callable by other cluster nodes only (`#[handler(internal)]`).
+    internal: bool,
     scheduler: Scheduler,
     index: usize,
     component: usize,
@@ -293,7 +305,7 @@ impl<S: Serializer> Engine<S> {
     ///
     /// [`DispatchError::NotFromClient`] for responses and pushes.
     pub async fn dispatch(&self, session: &Session<S>, msg: Message) -> Result<(), DispatchError> {
-        let Some(ready) = self.prepare(session, msg)? else {
+        let Some(ready) = self.prepare(session, msg, Origin::Client)? else {
             return Ok(());
         };
         // The usual case takes a free permit at once. Waiting for one is rare (a session with
@@ -310,6 +322,7 @@ impl<S: Serializer> Engine<S> {
     /// Like [`dispatch`](Self::dispatch), without waiting: for callers that must not block
     /// (a cluster link's reader). When the session has too many messages in flight, the call
     /// waits on a task of its own; messages that waited may then run after later ones.
+    /// `origin` says whether internal routes exist for the message (see [`Origin`]).
     ///
     /// # Errors
     ///
@@ -318,8 +331,9 @@ impl<S: Serializer> Engine<S> {
         &self,
         session: &Session<S>,
         msg: Message,
+        origin: Origin,
     ) -> Result<(), DispatchError> {
-        let Some(ready) = self.prepare(session, msg)? else {
+        let Some(ready) = self.prepare(session, msg, origin)? else {
             return Ok(());
         };
         if let Some(message) = session.try_in_flight() {
@@ -338,7 +352,12 @@ impl<S: Serializer> Engine<S> {
     /// Everything dispatch does before the handler call is queued, all of it synchronous: rate
     /// limit, pipeline, route lookup, payload decode. `None` when the message was answered (or,
     /// a notify, dropped) here.
-    fn prepare(&self, session: &Session<S>, msg: Message) -> Result<Option<Ready>, DispatchError> {
+    fn prepare(
+        &self,
+        session: &Session<S>,
+        msg: Message,
+        origin: Origin,
+    ) -> Result<Option<Ready>, DispatchError> {
         let id = match msg.kind {
             MessageType::Request => Some(msg.id),
             MessageType::Notify => None,
@@ -367,7 +386,9 @@ impl<S: Serializer> Engine<S> {
         let found = match msg.route_code {
             Some(code) => self.inner.by_code.get(&code),
             None => self.inner.by_name.get(route_str),
-        };
+        }
+        // An internal route does not exist for clients.
+        .filter(|&&i| origin == Origin::Node || !self.inner.routes[i].internal);
         let Some(&index) = found else {
             let msg = match self.offer_extensions(session, msg) {
                 Ok(()) => return Ok(None),

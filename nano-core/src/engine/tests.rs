@@ -27,6 +27,7 @@ const fn handler(name: &'static str, route: &'static str, is_async: bool) -> Han
         is_async,
         takes_context: false,
         deferred: false,
+        internal: false,
     }
 }
 
