@@ -8,7 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::protocol::Message;
-use crate::{Engine, Serializer, Session};
+use crate::{Engine, Origin, Serializer, Session};
 
 /// A boxed, sendable future, as [`Extension`] returns them (the trait stays object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -27,7 +27,7 @@ pub type ExtensionError = Box<dyn std::error::Error + Send + Sync>;
 /// ```
 /// use nano_core::extension::{BoxFuture, Extension, ExtensionError};
 /// use nano_core::protocol::{Message, MessageType};
-/// use nano_core::{Engine, Json, Session};
+/// use nano_core::{Engine, Json, Origin, Session};
 ///
 /// struct Echo;
 ///
@@ -36,7 +36,7 @@ pub type ExtensionError = Box<dyn std::error::Error + Send + Sync>;
 ///         Box::pin(async { Ok(()) })
 ///     }
 ///
-///     fn forward(&self, session: &Session<Json>, msg: Message) -> Result<(), Message> {
+///     fn forward(&self, session: &Session<Json>, msg: Message, _: Origin) -> Result<(), Message> {
 ///         if !msg.route.as_deref().is_some_and(|r| r.starts_with("Echo.")) {
 ///             return Err(msg); // not ours: the engine answers NANO-404
 ///         }
@@ -63,9 +63,12 @@ pub trait Extension<S: Serializer>: Send + Sync + 'static {
     /// [`Session::respond_raw`] / [`Session::respond_error`]); `Err(msg)` hands it back and the
     /// engine answers `NANO-404` as usual.
     ///
+    /// `origin` says who sent it: a client, or server code ([`Session::rpc`]) that may reach
+    /// internal routes.
+    ///
     /// Runs on the connection's task: it must not block.
-    fn forward(&self, session: &Session<S>, msg: Message) -> Result<(), Message> {
-        let _ = session;
+    fn forward(&self, session: &Session<S>, msg: Message, origin: Origin) -> Result<(), Message> {
+        let _ = (session, origin);
         Err(msg)
     }
 

@@ -131,6 +131,31 @@ impl<S: Serializer> Session<S> {
         self.send_own_push(route, packet)
     }
 
+    /// Sends `value` to `route` on behalf of this session, without reply (go-nano's
+    /// `Session.RPC`): the route's handler runs with this session — here when this node hosts
+    /// its service, else on the cluster node that does (through a cluster extension). Internal
+    /// routes are reachable: this is server code, not the client.
+    ///
+    /// # Errors
+    ///
+    /// `NANO-500` when the value cannot be serialized, `NANO-503` when the application is
+    /// gone. A route nobody serves is traced, not returned (as a notify's would be).
+    pub fn rpc<T: Encode<S> + ?Sized>(&self, route: &str, value: &T) -> Result<()> {
+        let mut payload = bytes::BytesMut::new();
+        value.encode(&mut payload)?;
+        let engine = self
+            .inner
+            .shared
+            .engine
+            .get()
+            .and_then(crate::WeakEngine::upgrade)
+            .ok_or_else(|| Error::unavailable("application stopped"))?;
+        let msg = crate::protocol::Message::notify(route, payload.freeze());
+        engine
+            .dispatch_detached(self, msg, crate::Origin::Node)
+            .map_err(|e| Error::internal(e.to_string()))
+    }
+
     /// Pushes a raw, already-serialized payload.
     ///
     /// # Errors

@@ -22,6 +22,8 @@ pub(crate) struct Shared<S> {
     /// ORed into every session id made by this application (see
     /// [`Extension::session_id_base`](crate::extension::Extension::session_id_base)).
     pub session_id_base: u64,
+    /// The engine, for [`Session::rpc`]; set once built.
+    pub engine: std::sync::OnceLock<crate::WeakEngine<S>>,
 }
 
 impl<S> Default for Shared<S> {
@@ -33,6 +35,7 @@ impl<S> Default for Shared<S> {
             closed_hooks: Mutex::new(Vec::new()),
             max_inflight: 64,
             session_id_base: 0,
+            engine: std::sync::OnceLock::new(),
         }
     }
 }

@@ -351,6 +351,7 @@ fn dispatch(conn: &Arc<Conn>, link: &NodeLink, frame: proto::Frame) {
         Some(Kind::Close(c)) => Inbound::Close(c),
         Some(Kind::SessionClosed(s)) => Inbound::SessionClosed(s),
         Some(Kind::Bind(b)) => Inbound::Bind(b),
+        Some(Kind::Holding(h)) => Inbound::Holding(h),
         Some(Kind::Hello(_)) => {
             tracing::debug!(peer = ?link.peer_id(), "second Hello on a link ignored");
             return;

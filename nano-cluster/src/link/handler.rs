@@ -21,6 +21,8 @@ pub enum Inbound {
     SessionClosed(proto::SessionClosed),
     /// The peer bound a uid to a local session.
     Bind(proto::Bind),
+    /// The peer holds a stand-in of a local session.
+    Holding(proto::Holding),
 }
 
 /// Receives what peers send over node links, for a [`NodeServer`](super::NodeServer) and for

@@ -306,6 +306,15 @@ impl NodeLink {
         }))
     }
 
+    /// Tells the peer (the session's gate) that this node holds a stand-in of its session.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub fn holding(&self, session_id: u64) -> Result<(), LinkError> {
+        self.send(Kind::Holding(proto::Holding { session_id }))
+    }
+
     /// Closes the link for good: stops redialing, ends the stream, answers the pending
     /// requests with `NANO-503`.
     pub fn close(&self) {

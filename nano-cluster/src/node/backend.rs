@@ -19,6 +19,8 @@ struct Remote<S> {
     gate: Arc<str>,
     session: Session<S>,
     link: Arc<RemoteLink<S>>,
+    /// Service → the member serving the session's RPCs from here (sticky).
+    routes: HashMap<Arc<str>, Arc<str>>,
 }
 
 /// The stand-in sessions, by the gate's session id (unique across gates).
@@ -34,21 +36,55 @@ impl<S> Default for Backend<S> {
     }
 }
 
+/// Where a forwarded message runs.
+enum Target<S> {
+    /// A stand-in for a client of another gate, and its link.
+    StandIn(Session<S>, Arc<RemoteLink<S>>),
+    /// A client session of this node (the message came back to its gate).
+    Local(Session<S>),
+}
+
 impl<S: Serializer> Backend<S> {
     pub fn len(&self) -> usize {
         lock(&self.sessions).len()
     }
 
-    /// The stand-in for session `id` of `gate`, made on its first message; its uid follows
-    /// the gate's snapshot.
-    fn session(
+    /// For a stand-in session: the gate it belongs to and the member serving `service` for
+    /// it (sticky), `Some(None)` when none does. `None` when `session` is not a stand-in.
+    #[allow(clippy::option_option)]
+    pub fn route(
         &self,
         state: &State<S>,
-        gate: &NodeLink,
+        session: &Session<S>,
+        service: &str,
+        route: &str,
+    ) -> Option<Option<(String, NodeLink)>> {
+        let mut sessions = lock(&self.sessions);
+        let remote = sessions.get_mut(&session.id())?;
+        let link = super::gate::sticky_pick(state, &mut remote.routes, session, service, route);
+        Some(link.map(|l| (remote.gate.to_string(), l)))
+    }
+
+    /// Where a message for session `id` from `sender` runs: on this node's own client
+    /// session when `declared` (the message's gate) is this node, else on the stand-in for
+    /// that gate's session, made on its first message. Its uid follows the snapshot.
+    fn target(
+        &self,
+        state: &State<S>,
+        sender: &NodeLink,
+        declared: &str,
         id: u64,
         snapshot: Option<&proto::SessionSnapshot>,
-    ) -> Option<(Session<S>, Arc<RemoteLink<S>>)> {
-        let gate_id = gate.peer_id()?;
+    ) -> Option<Target<S>> {
+        let sender_id = sender.peer_id()?;
+        let gate_id: Arc<str> = if declared.is_empty() {
+            sender_id.clone()
+        } else {
+            declared.into()
+        };
+        if gate_id == state.id {
+            return state.gate.session(id).map(Target::Local);
+        }
         let (session, link) = {
             let mut sessions = lock(&self.sessions);
             match sessions.get(&id) {
@@ -59,8 +95,21 @@ impl<S: Serializer> Backend<S> {
                 }
                 None => {
                     let engine = state.engine()?;
+                    let gate = if gate_id == sender_id {
+                        sender.clone()
+                    } else {
+                        let Some(peer) = state.peers.get(&gate_id) else {
+                            tracing::debug!(session = id, gate = %gate_id, "message for a session of an unknown gate dropped");
+                            return None;
+                        };
+                        // Reached through another member: the gate must tell us of the close.
+                        if let Err(e) = peer.link.holding(id) {
+                            tracing::debug!(session = id, gate = %gate_id, error = %e, "holding not sent");
+                        }
+                        peer.link
+                    };
                     let link = Arc::new(RemoteLink {
-                        gate: gate.clone(),
+                        gate,
                         session_id: id,
                         pending: Mutex::new(HashMap::new()),
                         gate_uid: Mutex::new(None),
@@ -74,6 +123,7 @@ impl<S: Serializer> Backend<S> {
                             gate: gate_id,
                             session: session.clone(),
                             link: link.clone(),
+                            routes: HashMap::new(),
                         },
                     );
                     (session, link)
@@ -87,15 +137,15 @@ impl<S: Serializer> Backend<S> {
                 let _ = session.bind(snap.uid.clone());
             }
         }
-        Some((session, link))
+        Some(Target::StandIn(session, link))
     }
 
-    /// A forwarded request: run on the stand-in session; its response goes back through
+    /// A forwarded request: run on the session it is for; the response goes back through
     /// `responder`.
     pub fn request(
         &self,
         state: &State<S>,
-        gate: &NodeLink,
+        sender: &NodeLink,
         req: proto::Request,
         responder: Responder,
     ) {
@@ -107,31 +157,47 @@ impl<S: Serializer> Backend<S> {
             let reply = Box::new(move |r| responder.respond(r));
             return super::call::run_here(&engine, req.route, req.payload, Some(reply));
         }
-        let Some((session, link)) = self.session(state, gate, req.session_id, req.session.as_ref())
-        else {
-            return responder.respond(Err(Error::unavailable("session unknown here")));
+        let target = self.target(
+            state,
+            sender,
+            &req.gate,
+            req.session_id,
+            req.session.as_ref(),
+        );
+        let (session, link) = match target {
+            Some(Target::StandIn(session, link)) => (session, link),
+            // Session RPCs are notifies: a request for a client of this gate has no client
+            // message id to answer under.
+            Some(Target::Local(_)) => {
+                return responder.respond(Err(Error::bad_request(
+                    "requests on behalf of a session must come from its gate",
+                )))
+            }
+            None => return responder.respond(Err(Error::unavailable("session unknown here"))),
         };
+        let origin = origin(req.from_node);
         let mid = req.client_mid;
         lock(&link.pending).insert(mid, responder);
         let msg = Message::request(mid, req.route, req.payload);
-        if let Err(e) = engine.dispatch_detached(&session, msg, Origin::Client) {
+        if let Err(e) = engine.dispatch_detached(&session, msg, origin) {
             if let Some(r) = lock(&link.pending).remove(&mid) {
                 r.respond(Err(Error::bad_request(e.to_string())));
             }
         }
     }
 
-    /// A forwarded notify: run on the stand-in session.
-    pub fn notify(&self, state: &State<S>, gate: &NodeLink, n: proto::Notify) {
+    /// A forwarded notify: run on the session it is for.
+    pub fn notify(&self, state: &State<S>, sender: &NodeLink, n: proto::Notify) {
         let Some(engine) = state.engine() else { return };
         if n.session_id == 0 {
             return super::call::run_here(&engine, n.route, n.payload, None);
         }
-        let Some((session, _)) = self.session(state, gate, n.session_id, n.session.as_ref()) else {
-            return;
+        let session = match self.target(state, sender, &n.gate, n.session_id, n.session.as_ref()) {
+            Some(Target::StandIn(session, _) | Target::Local(session)) => session,
+            None => return,
         };
         let msg = Message::notify(n.route, n.payload);
-        if let Err(e) = engine.dispatch_detached(&session, msg, Origin::Client) {
+        if let Err(e) = engine.dispatch_detached(&session, msg, origin(n.from_node)) {
             tracing::debug!(session = n.session_id, error = %e, "forwarded notify refused");
         }
     }
@@ -295,6 +361,14 @@ impl<S: Serializer> Link for RemoteLink<S> {
         if let Err(e) = self.gate.bind(self.session_id, uid) {
             tracing::debug!(session = self.session_id, error = %e, "bind not sent to the gate");
         }
+    }
+}
+
+fn origin(from_node: bool) -> Origin {
+    if from_node {
+        Origin::Node
+    } else {
+        Origin::Client
     }
 }
 

@@ -172,6 +172,7 @@ impl<S: Serializer> Node<S> {
                 .notify(proto::Notify {
                     route: route.to_owned(),
                     payload,
+                    from_node: true,
                     ..Default::default()
                 })
                 .map_err(|e| e.into_error()),
@@ -262,6 +263,7 @@ async fn call_there(
     let req = proto::Request {
         route: route.to_owned(),
         payload,
+        from_node: true,
         ..Default::default()
     };
     link.request(req, deadline.saturating_sub(started.elapsed()))

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use nano_core::protocol::{Message, MessageType};
-use nano_core::{Error, InFlight, Serializer, Session};
+use nano_core::{Error, InFlight, Origin, Serializer, Session};
 
 use super::picker::PickContext;
 use super::{lock, State};
@@ -17,6 +17,8 @@ struct Forwarded<S> {
     session: Session<S>,
     /// Service → the member serving it for this session (sticky).
     routes: HashMap<Arc<str>, Arc<str>>,
+    /// Other members holding a stand-in of the session (reached through another member).
+    holders: Vec<Arc<str>>,
 }
 
 /// The client sessions that forwarded messages, by session id.
@@ -37,7 +39,7 @@ impl<S: Serializer> Gate<S> {
         lock(&self.sessions).len()
     }
 
-    fn session(&self, id: u64) -> Option<Session<S>> {
+    pub fn session(&self, id: u64) -> Option<Session<S>> {
         lock(&self.sessions).get(&id).map(|f| f.session.clone())
     }
 
@@ -47,7 +49,7 @@ impl<S: Serializer> Gate<S> {
             return;
         };
         let mut told: Vec<&Arc<str>> = Vec::new();
-        for node in gone.routes.values() {
+        for node in gone.routes.values().chain(&gone.holders) {
             if told.contains(&node) {
                 continue;
             }
@@ -64,6 +66,27 @@ impl<S: Serializer> Gate<S> {
     pub fn member_left(&self, node: &str) {
         for f in lock(&self.sessions).values_mut() {
             f.routes.retain(|_, n| &**n != node);
+            f.holders.retain(|n| &**n != node);
+        }
+    }
+
+    /// `peer` holds a stand-in of session `id`: it hears of the close too, at once if the
+    /// session is gone already.
+    pub fn holding(&self, peer: &NodeLink, id: u64) {
+        let Some(node) = peer.peer_id() else { return };
+        let known = match lock(&self.sessions).get_mut(&id) {
+            Some(f) => {
+                if !f.holders.contains(&node) {
+                    f.holders.push(node);
+                }
+                true
+            }
+            None => false,
+        };
+        if !known {
+            if let Err(e) = peer.session_closed(id) {
+                tracing::debug!(session = id, error = %e, "session close not sent");
+            }
         }
     }
 
@@ -101,8 +124,8 @@ impl<S: Serializer> Gate<S> {
         }
     }
 
-    /// The member serving `service` for `session`: the sticky choice while that member is
-    /// there, else a fresh pick among those hosting it. `None` when none does.
+    /// The member serving `service` for client session `session` (sticky). `None` when no
+    /// member hosts it.
     fn route(
         &self,
         state: &State<S>,
@@ -114,39 +137,58 @@ impl<S: Serializer> Gate<S> {
         let entry = sessions.entry(session.id()).or_insert_with(|| Forwarded {
             session: session.clone(),
             routes: HashMap::new(),
+            holders: Vec::new(),
         });
-        if let Some(node) = entry.routes.get(service) {
-            if let Some(peer) = state.peers.get(node) {
-                return Some(peer.link);
-            }
+        let link = sticky_pick(state, &mut entry.routes, session, service, route);
+        if entry.routes.is_empty() && entry.holders.is_empty() {
+            sessions.remove(&session.id());
         }
-        let candidates = state.peers.hosting(service);
-        if candidates.is_empty() {
-            if entry.routes.is_empty() {
-                sessions.remove(&session.id());
-            }
-            return None;
-        }
-        let members: Vec<crate::Member> = candidates.iter().map(|p| p.member.clone()).collect();
-        let uid = session.uid();
-        let cx = PickContext {
-            session_id: session.id(),
-            uid: uid.as_deref(),
-            service,
-            route,
-        };
-        let chosen = &candidates[state.picker.pick(&cx, &members) % candidates.len()];
-        entry
-            .routes
-            .insert(service.into(), chosen.member.id.as_str().into());
-        Some(chosen.link.clone())
+        link
     }
 }
 
+/// The member serving `service` for `session`: the choice in `routes` while that member is
+/// there, else a fresh pick among those hosting it (remembered). `None` when none does.
+pub(crate) fn sticky_pick<S: Serializer>(
+    state: &State<S>,
+    routes: &mut HashMap<Arc<str>, Arc<str>>,
+    session: &Session<S>,
+    service: &str,
+    route: &str,
+) -> Option<NodeLink> {
+    if let Some(node) = routes.get(service) {
+        if let Some(peer) = state.peers.get(node) {
+            return Some(peer.link);
+        }
+    }
+    let candidates = state.peers.hosting(service);
+    if candidates.is_empty() {
+        return None;
+    }
+    let members: Vec<crate::Member> = candidates.iter().map(|p| p.member.clone()).collect();
+    let uid = session.uid();
+    let cx = PickContext {
+        session_id: session.id(),
+        uid: uid.as_deref(),
+        service,
+        route,
+    };
+    let chosen = &candidates[state.picker.pick(&cx, &members) % candidates.len()];
+    routes.insert(service.into(), chosen.member.id.as_str().into());
+    Some(chosen.link.clone())
+}
+
 impl<S: Serializer> State<S> {
-    /// A client message whose route no local component serves: forwarded to a member hosting
-    /// its service, or handed back (the engine answers `NANO-404`).
-    pub(crate) fn forward(&self, session: &Session<S>, msg: Message) -> Result<(), Message> {
+    /// A message whose route no local component serves: forwarded to a member hosting its
+    /// service, or handed back (the engine answers `NANO-404`). The session is a client's of
+    /// this gate, or a stand-in this node holds for another gate's client (a session RPC from
+    /// a backend's handler); the receiver answers through the session's gate either way.
+    pub(crate) fn forward(
+        &self,
+        session: &Session<S>,
+        msg: Message,
+        origin: Origin,
+    ) -> Result<(), Message> {
         let Some(route) = msg.route.as_deref() else {
             return Err(msg);
         };
@@ -155,13 +197,21 @@ impl<S: Serializer> State<S> {
             // A local service without that method: a plain NANO-404.
             return Err(msg);
         }
-        let Some(link) = self.gate.route(self, session, service, route) else {
+        let routed = match self.backend.route(self, session, service, route) {
+            Some(stand_in) => stand_in,
+            None => self
+                .gate
+                .route(self, session, service, route)
+                .map(|link| (String::new(), link)),
+        };
+        let Some((gate, link)) = routed else {
             return Err(msg);
         };
         let snapshot = session.uid().map(|uid| proto::SessionSnapshot {
             uid,
             data: HashMap::new(),
         });
+        let from_node = origin == Origin::Node;
         match msg.kind {
             MessageType::Request => {
                 let Some(slot) = session.try_in_flight() else {
@@ -177,6 +227,8 @@ impl<S: Serializer> State<S> {
                     route: route.to_owned(),
                     payload: msg.payload,
                     client_mid: msg.id,
+                    gate,
+                    from_node,
                     ..Default::default()
                 };
                 tokio::spawn(forward_request(link, req, self.forward_deadline, slot));
@@ -187,6 +239,8 @@ impl<S: Serializer> State<S> {
                     session: snapshot,
                     route: route.to_owned(),
                     payload: msg.payload,
+                    gate,
+                    from_node,
                 };
                 if let Err(e) = link.notify(notify) {
                     tracing::debug!(session = session.id(), route, error = %e, "forwarded notify dropped");

@@ -28,6 +28,7 @@ impl<S: Serializer> LinkHandler for Inbound<S> {
             Frame::Kick(k) => state.gate.kick(k),
             Frame::Close(c) => state.gate.close(c),
             Frame::Bind(b) => state.gate.bind(b),
+            Frame::Holding(h) => state.gate.holding(peer, h.session_id),
         }
     }
 }

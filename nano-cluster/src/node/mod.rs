@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use nano_core::extension::{BoxFuture, Extension, ExtensionError};
 use nano_core::protocol::Message;
-use nano_core::{Engine, Serializer, Session, WeakEngine};
+use nano_core::{Engine, Origin, Serializer, Session, WeakEngine};
 use tokio::task::JoinHandle;
 
 use crate::link::{LinkConfig, LinkService, NodeServer};
@@ -385,8 +385,8 @@ impl<S: Serializer> Extension<S> for Node<S> {
         Box::pin(self.start_node(engine))
     }
 
-    fn forward(&self, session: &Session<S>, msg: Message) -> Result<(), Message> {
-        self.state.forward(session, msg)
+    fn forward(&self, session: &Session<S>, msg: Message, origin: Origin) -> Result<(), Message> {
+        self.state.forward(session, msg, origin)
     }
 
     fn session_id_base(&self) -> u64 {

@@ -208,6 +208,7 @@ impl<S: Serializer> EngineBuilder<S> {
                 .extensions
                 .iter()
                 .fold(0, |base, e| base | e.session_id_base()),
+            engine: std::sync::OnceLock::new(),
         });
         let handles: Vec<Scheduler> = self.schedulers.iter().map(|p| p.handle.clone()).collect();
         let mut routes = Vec::new();
@@ -234,7 +235,7 @@ impl<S: Serializer> EngineBuilder<S> {
             }
             registrations.push(reg);
         }
-        Ok(Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 shared,
                 dict,
@@ -249,6 +250,8 @@ impl<S: Serializer> EngineBuilder<S> {
                 rate_limit: self.rate_limit,
                 extensions: self.extensions,
             }),
-        })
+        };
+        let _ = engine.inner.shared.engine.set(engine.downgrade());
+        Ok(engine)
     }
 }

@@ -364,13 +364,16 @@ impl<S: Serializer> Engine<S> {
             other => return Err(DispatchError::NotFromClient(other)),
         };
         let route_str = msg.route.as_deref().unwrap_or("");
-        if let Some(limit) = &self.inner.rate_limit {
+        // Rate limits and inbound interceptors guard against clients, not the server's own
+        // calls.
+        let from_client = origin == Origin::Client;
+        if let (Some(limit), true) = (&self.inner.rate_limit, from_client) {
             if !Self::admit(session, limit, id, route_str) {
                 return Ok(None);
             }
         }
         let inbound = &self.inner.shared.pipeline.inbound;
-        if !inbound.is_empty() {
+        if from_client && !inbound.is_empty() {
             let env = Envelope {
                 kind: msg.kind,
                 id: msg.id,
@@ -390,7 +393,7 @@ impl<S: Serializer> Engine<S> {
         // An internal route does not exist for clients.
         .filter(|&&i| origin == Origin::Node || !self.inner.routes[i].internal);
         let Some(&index) = found else {
-            let msg = match self.offer_extensions(session, msg) {
+            let msg = match self.offer_extensions(session, msg, origin) {
                 Ok(()) => return Ok(None),
                 Err(msg) => msg,
             };
@@ -437,10 +440,15 @@ impl<S: Serializer> Engine<S> {
     /// Offers a message no local route serves to each extension in turn; hands it back when
     /// none took it. A panic in an extension is caught: the message counts as taken and a
     /// request is answered `NANO-500`.
-    fn offer_extensions(&self, session: &Session<S>, mut msg: Message) -> Result<(), Message> {
+    fn offer_extensions(
+        &self,
+        session: &Session<S>,
+        mut msg: Message,
+        origin: Origin,
+    ) -> Result<(), Message> {
         for ext in &self.inner.extensions {
             let id = (msg.kind == MessageType::Request).then_some(msg.id);
-            match std::panic::catch_unwind(AssertUnwindSafe(|| ext.forward(session, msg))) {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| ext.forward(session, msg, origin))) {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(back)) => msg = back,
                 Err(p) => {
