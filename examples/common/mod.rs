@@ -17,6 +17,7 @@ pub fn init_tracing() {
 ///
 /// Printed, in this order: `open http://ADDR/web/` when `page` is set, `tcp ADDR`,
 /// `ws ws://ADDR<ws_path>`.
+#[allow(dead_code)] // the cluster example serves nodes only
 pub fn serve<S: Serializer>(app: App<S>, page: bool, ws_path: &str) -> std::io::Result<()> {
     serve_then(app, page, ws_path, || {})
 }
@@ -27,9 +28,10 @@ pub fn serve<S: Serializer>(app: App<S>, page: bool, ws_path: &str) -> std::io::
 pub fn serve_node<S: Serializer>(
     app: App<S>,
     node: std::sync::Arc<nano_cluster::node::Node<S>>,
+    page: bool,
     ws_path: &str,
 ) -> std::io::Result<()> {
-    serve_then(app, false, ws_path, move || {
+    serve_then(app, page, ws_path, move || {
         if let Some(addr) = node.local_addr() {
             println!("cluster {addr}");
         }

@@ -129,5 +129,5 @@ fn cluster(role: Role, args: &Args) -> std::io::Result<()> {
         Role::Gate => app = app.tcp(&args.tcp).websocket(&args.ws, &args.ws_path),
         Role::Master => {}
     }
-    common::serve_node(app, node, &args.ws_path)
+    common::serve_node(app, node, false, &args.ws_path)
 }

@@ -43,7 +43,9 @@ mod transport;
 mod ws;
 
 pub use app::{app, App};
-pub use client::{Client, ClientBuilder, ClientError, ClientEvent, HandshakeInfo};
+pub use client::{
+    AnyPushStream, Client, ClientBuilder, ClientError, ClientEvent, HandshakeInfo, PushStream,
+};
 pub use config::{FullQueuePolicy, HandshakeRefusal, HandshakeRequest, ServerConfig};
 pub use http::{embedded, static_dir, HttpHandler, HttpRequest, HttpResponse};
 pub use listener::Listener;

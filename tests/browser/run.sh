@@ -57,8 +57,8 @@ log "npm ci"
 (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed in tests/browser"
 
 # --- the examples -----------------------------------------------------------------------------
-log "cargo build --example chat --example chat_bot --example tadpole"
-cargo build --example chat --example chat_bot --example tadpole || die "building the examples failed"
+log "cargo build --example chat --example chat_bot --example tadpole --example cluster"
+cargo build --example chat --example chat_bot --example tadpole --example cluster || die "building the examples failed"
 BIN_DIR="$TARGET_DIR/debug/examples"
 
 SERVER_PIDS=()
@@ -113,6 +113,31 @@ start_server() {
   log "$name: $SERVER_URL (pid $pid)"
 }
 
+# start_node NAME TAG ARGS...: runs $BIN_DIR/NAME (a cluster node), waits for its
+# "cluster ADDR" line and sets NODE_ADDR to that address.
+start_node() {
+  local name="$1" tag="$2"
+  shift 2
+  local out="$LOG_DIR/$tag.stdout" err="$LOG_DIR/$tag.stderr"
+  : >"$out"
+  "$BIN_DIR/$name" "$@" >"$out" 2>"$err" &
+  local pid=$!
+  SERVER_PIDS+=("$pid")
+  NODE_ADDR=""
+  local i
+  for i in $(seq 1 300); do
+    NODE_ADDR="$(sed -n 's#^cluster \([^ ]*\)$#\1#p' "$out" | head -1)"
+    [ -n "$NODE_ADDR" ] && break
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -20 "$err" >&2 || true
+      die "$tag exited before printing its cluster address"
+    fi
+    sleep 0.1
+  done
+  [ -n "$NODE_ADDR" ] || die "$tag printed no 'cluster ADDR' line within 30 s"
+  log "$tag: cluster $NODE_ADDR (pid $pid)"
+}
+
 # A short heartbeat, so that the tests see heartbeats flow both ways.
 start_server chat --addr 127.0.0.1:0 --tcp 127.0.0.1:0 --heartbeat 2
 export NANO_CHAT_URL="$SERVER_URL"
@@ -136,11 +161,31 @@ TADPOLE_PID="${SERVER_PIDS[-1]}"
 LOG_TAG=chat-root start_server chat --addr 127.0.0.1:0 --tcp 127.0.0.1:0 --heartbeat 2 --ws-path /
 export NANO_CHAT_ROOT_URL="$SERVER_URL"
 
+# The cluster example: a master, a chat node and two gates, each a process (logs without
+# colours, for the greps below).
+export NO_COLOR=1
+start_node cluster cluster-master master --listen 127.0.0.1:0 --node-id master
+CLUSTER_MASTER="$NODE_ADDR"
+start_node cluster cluster-chat chat --master "$CLUSTER_MASTER" --listen 127.0.0.1:0 --node-id chat-1
+CLUSTER_PIDS=("${SERVER_PIDS[-2]}" "${SERVER_PIDS[-1]}")
+for n in 1 2; do
+  LOG_TAG="cluster-gate$n" start_server cluster gate --master "$CLUSTER_MASTER" --listen 127.0.0.1:0 \
+    --gate-address 127.0.0.1:0 --node-id "gate-$n"
+  export "NANO_CLUSTER_GATE${n}_URL=$SERVER_URL"
+  CLUSTER_PIDS+=("${SERVER_PIDS[-1]}")
+  # Clients come once the gate knows the chat node (and its link is up soon after).
+  for _ in $(seq 1 300); do
+    grep -q 'peer=chat-1' "$LOG_DIR/cluster-gate$n.stderr" && break
+    sleep 0.1
+  done
+  grep -q 'peer=chat-1' "$LOG_DIR/cluster-gate$n.stderr" || die "gate-$n did not discover the chat node"
+done
+
 # --- the tests --------------------------------------------------------------------------------
 if [ "$#" -gt 0 ]; then
   FILES=("$@")
 else
-  FILES=(codec.test.mjs client-fake.test.mjs client-chat.test.mjs pomelo-client.test.mjs chat.browser.test.mjs tadpole.browser.test.mjs)
+  FILES=(codec.test.mjs client-fake.test.mjs client-chat.test.mjs pomelo-client.test.mjs chat.browser.test.mjs tadpole.browser.test.mjs cluster.browser.test.mjs)
 fi
 for f in "${FILES[@]}"; do
   [ -f "$HERE/$f" ] || die "no test file tests/browser/$f"
@@ -170,9 +215,12 @@ TODO="$(sed -n 's/^# todo \([0-9]*\)$/\1/p' "$REPORT" | tail -1)"
 # The servers must have survived everything the tests threw at them.
 kill -0 "$CHAT_PID" 2>/dev/null || { echo "the chat example died during the tests" >&2; FAILED=1; }
 kill -0 "$TADPOLE_PID" 2>/dev/null || { echo "the tadpole example died during the tests" >&2; FAILED=1; }
+for pid in "${CLUSTER_PIDS[@]}"; do
+  kill -0 "$pid" 2>/dev/null || { echo "a cluster example node (pid $pid) died during the tests" >&2; FAILED=1; }
+done
 
 if [ "$FAILED" -ne 0 ]; then
-  for name in chat tadpole; do
+  for name in chat tadpole cluster-master cluster-chat cluster-gate1 cluster-gate2; do
     echo "--- last lines of the $name example's log ($LOG_DIR/$name.stderr)" >&2
     tail -30 "$LOG_DIR/$name.stderr" >&2 || true
   done
