@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nano::prelude::*;
 use nano::{Client, ClientEvent, Server, Transport};
-use nano_cluster::node::{Cluster, Node};
+use nano_cluster::node::{Cluster, MultiLogin, Node};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -147,9 +147,14 @@ async fn backend(
 }
 
 async fn gate(id: &'static str, master: &Running) -> Running {
+    gate_with(id, master, MultiLogin::default()).await
+}
+
+async fn gate_with(id: &'static str, master: &Running, login: MultiLogin) -> Running {
     let node = Cluster::new(id)
         .master(master.cluster_addr())
         .forward_deadline(Duration::from_millis(300))
+        .multi_login(login)
         .build::<Json>();
     let server = nano::app()
         .extension(node.clone())
@@ -453,4 +458,72 @@ async fn nodes_call_each_other_typed_and_reach_internal_routes_clients_cannot() 
         (said.from.as_str(), said.text.as_str()),
         ("", "from a node")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_login_of_a_uid_kicks_the_first_on_any_gate() {
+    let (closed_tx, _closed) = mpsc::unbounded_channel();
+    let master = master().await;
+    let _chat = backend("chat-1", &master, &closed_tx).await;
+    let gate1 = gate("gate-1", &master).await;
+    let gate2 = gate("gate-2", &master).await;
+    // The gates tell each other of binds over their link.
+    assert!(gate1.node.wait_for_peer("gate-2", T).await);
+    assert!(gate2.node.wait_for_peer("gate-1", T).await);
+
+    // Dana logs in on gate 1, then again on gate 2: the first session is kicked.
+    let first = client(&gate1).await;
+    let _: String = first.request("Room.Join", &"dana").await.unwrap();
+    let second = client(&gate2).await;
+    let _: String = second.request("Room.Join", &"dana").await.unwrap();
+    let event = timeout(T, first.closed()).await.expect("kicked in time");
+    assert_eq!(
+        event,
+        ClientEvent::Kicked {
+            reason: Some("logged in elsewhere".into())
+        }
+    );
+    let (_, _, uid): (String, u64, Option<String>) =
+        second.request("Room.Who", &json!({})).await.unwrap();
+    assert_eq!(uid.as_deref(), Some("dana"));
+
+    // And again on the same gate as the second: the second is kicked, the third stays.
+    let third = client(&gate2).await;
+    let _: String = third.request("Room.Join", &"dana").await.unwrap();
+    let event = timeout(T, second.closed()).await.expect("kicked in time");
+    assert!(matches!(event, ClientEvent::Kicked { .. }), "{event:?}");
+    let (_, _, uid): (String, u64, Option<String>) =
+        third.request("Room.Who", &json!({})).await.unwrap();
+    assert_eq!(uid.as_deref(), Some("dana"));
+    // Other uids are not affected.
+    let erin = client(&gate1).await;
+    let _: String = erin.request("Room.Join", &"erin").await.unwrap();
+    let _: (String, u64, Option<String>) = third.request("Room.Who", &json!({})).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_refuse_newer_the_second_login_is_the_one_kicked() {
+    let (closed_tx, _closed) = mpsc::unbounded_channel();
+    let master = master().await;
+    let _chat = backend("chat-1", &master, &closed_tx).await;
+    let gate1 = gate_with("gate-1", &master, MultiLogin::RefuseNewer).await;
+    let gate2 = gate_with("gate-2", &master, MultiLogin::RefuseNewer).await;
+    assert!(gate1.node.wait_for_peer("gate-2", T).await);
+    assert!(gate2.node.wait_for_peer("gate-1", T).await);
+
+    let first = client(&gate1).await;
+    let _: String = first.request("Room.Join", &"fay").await.unwrap();
+    let second = client(&gate2).await;
+    let _ = second.request::<_, String>("Room.Join", &"fay").await;
+    let event = timeout(T, second.closed()).await.expect("refused in time");
+    assert_eq!(
+        event,
+        ClientEvent::Kicked {
+            reason: Some("already logged in".into())
+        }
+    );
+    let (_, _, uid): (String, u64, Option<String>) =
+        first.request("Room.Who", &json!({})).await.unwrap();
+    assert_eq!(uid.as_deref(), Some("fay"), "the first login stays");
+    assert!(!first.is_closed());
 }

@@ -300,7 +300,11 @@ impl<S> Session<S> {
             return Err(Error::bad_request("cannot bind an empty uid"));
         }
         self.inner.link.bound(&uid);
-        *write(&self.inner.uid) = Some(uid.into());
+        *write(&self.inner.uid) = Some(uid.as_str().into());
+        let hooks = lock(&self.inner.shared.bound_hooks).clone();
+        for hook in hooks {
+            hook(self, &uid);
+        }
         Ok(())
     }
 

@@ -8,6 +8,9 @@ use crate::{Pipeline, Session};
 /// A session-closed callback; it enqueues the user's closure on its component's scheduler.
 pub(crate) type ClosedHook<S> = Arc<dyn Fn(&Session<S>) + Send + Sync>;
 
+/// A uid-bound callback (see [`Engine::on_session_bound`](crate::Engine::on_session_bound)).
+pub(crate) type BoundHook<S> = Arc<dyn Fn(&Session<S>, &str) + Send + Sync>;
+
 /// What sessions need from their application: route compression, limits, pipeline, callbacks.
 pub(crate) struct Shared<S> {
     /// Outbound route compression (`None` when the application offers no dict); used toward
@@ -17,6 +20,7 @@ pub(crate) struct Shared<S> {
     pub max_packet_size: usize,
     pub pipeline: Pipeline<S>,
     pub closed_hooks: Mutex<Vec<ClosedHook<S>>>,
+    pub bound_hooks: Mutex<Vec<BoundHook<S>>>,
     /// In-flight messages allowed per session before its reader waits.
     pub max_inflight: usize,
     /// ORed into every session id made by this application (see
@@ -33,6 +37,7 @@ impl<S> Default for Shared<S> {
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             pipeline: Pipeline::default(),
             closed_hooks: Mutex::new(Vec::new()),
+            bound_hooks: Mutex::new(Vec::new()),
             max_inflight: 64,
             session_id_base: 0,
             engine: std::sync::OnceLock::new(),

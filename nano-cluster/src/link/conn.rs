@@ -352,6 +352,7 @@ fn dispatch(conn: &Arc<Conn>, link: &NodeLink, frame: proto::Frame) {
         Some(Kind::SessionClosed(s)) => Inbound::SessionClosed(s),
         Some(Kind::Bind(b)) => Inbound::Bind(b),
         Some(Kind::Holding(h)) => Inbound::Holding(h),
+        Some(Kind::UidBound(u)) => Inbound::UidBound(u),
         Some(Kind::Hello(_)) => {
             tracing::debug!(peer = ?link.peer_id(), "second Hello on a link ignored");
             return;

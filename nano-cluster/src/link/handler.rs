@@ -23,6 +23,8 @@ pub enum Inbound {
     Bind(proto::Bind),
     /// The peer holds a stand-in of a local session.
     Holding(proto::Holding),
+    /// The peer (a gate) bound a uid to one of its sessions.
+    UidBound(proto::UidBound),
 }
 
 /// Receives what peers send over node links, for a [`NodeServer`](super::NodeServer) and for

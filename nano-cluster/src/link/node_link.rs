@@ -315,6 +315,18 @@ impl NodeLink {
         self.send(Kind::Holding(proto::Holding { session_id }))
     }
 
+    /// Tells the peer (another gate) that this gate bound `uid` to its session `session_id`.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub fn uid_bound(&self, uid: &str, session_id: u64) -> Result<(), LinkError> {
+        self.send(Kind::UidBound(proto::UidBound {
+            uid: uid.to_owned(),
+            session_id,
+        }))
+    }
+
     /// Closes the link for good: stops redialing, ends the stream, answers the pending
     /// requests with `NANO-503`.
     pub fn close(&self) {

@@ -49,6 +49,11 @@ impl<S: Serializer> Backend<S> {
         lock(&self.sessions).len()
     }
 
+    /// Whether session `id` is a stand-in held here.
+    pub fn holds(&self, id: u64) -> bool {
+        lock(&self.sessions).contains_key(&id)
+    }
+
     /// For a stand-in session: the gate it belongs to and the member serving `service` for
     /// it (sticky), `Some(None)` when none does. `None` when `session` is not a stand-in.
     #[allow(clippy::option_option)]

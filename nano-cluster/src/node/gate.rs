@@ -103,8 +103,13 @@ impl<S: Serializer> Gate<S> {
         }
     }
 
-    pub fn kick(&self, kick: proto::Kick) {
-        if let Some(session) = self.session(kick.session_id) {
+    /// A backend (or another gate refusing a login) kicks a client session: one that
+    /// forwarded, or one with a uid (`logins`).
+    pub fn kick(&self, kick: proto::Kick, logins: &super::login::Logins<S>) {
+        let session = self
+            .session(kick.session_id)
+            .or_else(|| logins.session(kick.session_id));
+        if let Some(session) = session {
             let reason = (!kick.reason.is_empty()).then_some(kick.reason.as_str());
             session.kick_with_reason(reason);
         }

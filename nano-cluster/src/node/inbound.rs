@@ -25,10 +25,11 @@ impl<S: Serializer> LinkHandler for Inbound<S> {
             Frame::SessionClosed(s) => state.backend.session_closed(peer, s.session_id),
             // Sent by backends to this node as a gate.
             Frame::Push(p) => state.gate.push(p),
-            Frame::Kick(k) => state.gate.kick(k),
+            Frame::Kick(k) => state.gate.kick(k, &state.logins),
             Frame::Close(c) => state.gate.close(c),
             Frame::Bind(b) => state.gate.bind(b),
             Frame::Holding(h) => state.gate.holding(peer, h.session_id),
+            Frame::UidBound(u) => state.logins.bound_elsewhere(peer, &u.uid, u.session_id),
         }
     }
 }

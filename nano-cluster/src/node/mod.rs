@@ -14,6 +14,7 @@
 //! | `gate` | forwarding client messages, delivering what backends send back |
 //! | `backend` | stand-in sessions for the clients of gates, and the link that answers through their gate |
 //! | `call` | server-to-server calls ([`Node::call`], [`Node::notify`]) and the session a called handler runs on |
+//! | `login` | one session per uid across gates: [`MultiLogin`] |
 //! | `inbound` | the [`LinkHandler`](crate::link::LinkHandler) that routes frames to the two |
 //! | [`picker`](Picker) | which member serves a session: round-robin, random, consistent hash, yours |
 //!
@@ -38,6 +39,7 @@ mod backend;
 mod call;
 mod gate;
 mod inbound;
+mod login;
 mod peers;
 pub mod picker;
 
@@ -53,6 +55,7 @@ use tokio::task::JoinHandle;
 use crate::link::{LinkConfig, LinkService, NodeServer};
 use crate::{Discovery, DiscoveryConfig, DiscoveryError, Embedded, Member};
 
+pub use login::{MultiLogin, KICKED_ELSEWHERE, REFUSED_ALREADY};
 pub use picker::{ConsistentHash, PickContext, Picker, Random, RoundRobin};
 
 /// Makes this node's [`Discovery`] from its [`Member`] record (its id, its bound cluster
@@ -94,6 +97,7 @@ pub struct Cluster {
     link: LinkConfig,
     discovery: DiscoveryConfig,
     picker: Arc<dyn Picker>,
+    multi_login: MultiLogin,
 }
 
 impl Cluster {
@@ -110,6 +114,7 @@ impl Cluster {
             link: LinkConfig::default(),
             discovery: DiscoveryConfig::default(),
             picker: Arc::new(RoundRobin::default()),
+            multi_login: MultiLogin::default(),
         }
     }
 
@@ -176,6 +181,14 @@ impl Cluster {
         self
     }
 
+    /// What binding a uid that another session has, anywhere in the cluster, does (default
+    /// [`MultiLogin::KickOlder`]).
+    #[must_use]
+    pub fn multi_login(mut self, policy: MultiLogin) -> Self {
+        self.multi_login = policy;
+        self
+    }
+
     /// Node link limits and timings.
     #[must_use]
     pub fn link_config(mut self, config: LinkConfig) -> Self {
@@ -198,6 +211,7 @@ impl Cluster {
                 self.id.clone(),
                 self.forward_deadline,
                 self.picker.clone(),
+                self.multi_login,
             )),
             settings: Mutex::new(Some(self)),
             running: Mutex::new(None),
@@ -231,10 +245,16 @@ pub(crate) struct State<S> {
     pub(crate) peers: peers::Peers,
     pub(crate) gate: gate::Gate<S>,
     pub(crate) backend: backend::Backend<S>,
+    pub(crate) logins: login::Logins<S>,
 }
 
 impl<S: Serializer> State<S> {
-    fn new(id: String, forward_deadline: Duration, picker: Arc<dyn Picker>) -> Self {
+    fn new(
+        id: String,
+        forward_deadline: Duration,
+        picker: Arc<dyn Picker>,
+        multi_login: MultiLogin,
+    ) -> Self {
         State {
             id: id.into(),
             forward_deadline,
@@ -244,6 +264,7 @@ impl<S: Serializer> State<S> {
             peers: peers::Peers::default(),
             gate: gate::Gate::default(),
             backend: backend::Backend::default(),
+            logins: login::Logins::new(multi_login),
         }
     }
 
@@ -278,6 +299,12 @@ impl<S: Serializer> Node<S> {
     /// `within`. Returns whether they are.
     pub async fn wait_for_members(&self, service: &str, n: usize, within: Duration) -> bool {
         self.state.peers.wait_for_service(service, n, within).await
+    }
+
+    /// Waits until member `id` is known and its link is up, at most `within`. Returns whether
+    /// it is.
+    pub async fn wait_for_peer(&self, id: &str, within: Duration) -> bool {
+        self.state.peers.wait_for_peer(id, within).await
     }
 
     /// The traffic on the link to peer `id` so far (`None` for an unknown peer).
@@ -347,6 +374,16 @@ impl<S: Serializer> Node<S> {
                 }
             });
         }
+        {
+            let state = Arc::downgrade(state);
+            engine.on_session_bound(move |session, uid| {
+                let Some(state) = state.upgrade() else { return };
+                // Client sessions of this gate only: stand-ins and calls belong elsewhere.
+                if session.id() != 0 && !state.backend.holds(session.id()) {
+                    state.logins.bound(&state, session, uid);
+                }
+            });
+        }
         let watch = tokio::spawn(peers::watch(Arc::downgrade(state), discovery.watch()));
         tracing::info!(node = %settings.id, %addr, "cluster node started");
         *lock(&self.running) = Some(Running {
@@ -377,6 +414,7 @@ impl<S: Serializer> State<S> {
     fn session_closed(&self, session: &Session<S>) {
         self.gate.session_closed(self, session.id());
         self.backend.forget(session.id());
+        self.logins.closed(session.id());
     }
 }
 

@@ -41,6 +41,11 @@ impl Peers {
         self.read().values().map(|p| p.member.clone()).collect()
     }
 
+    /// Every member now.
+    pub fn all(&self) -> Vec<Peer> {
+        self.read().values().cloned().collect()
+    }
+
     /// The peer `id`, if it is a member now.
     pub fn get(&self, id: &str) -> Option<Peer> {
         self.read().get(id).cloned()
@@ -101,6 +106,29 @@ impl Peers {
                         _ = members.changed() => {}
                         _ = link_changed => {}
                     }
+                }
+            }
+        };
+        tokio::time::timeout(within, wait).await.is_ok()
+    }
+
+    /// Waits until member `id` is known with its link up, at most `within`.
+    pub async fn wait_for_peer(&self, id: &str, within: Duration) -> bool {
+        let mut members = self.version.subscribe();
+        let wait = async {
+            loop {
+                members.borrow_and_update();
+                if let Some(peer) = self.get(id) {
+                    let mut state = peer.link.watch_state();
+                    if *state.borrow_and_update() == LinkState::Up {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = members.changed() => {}
+                        _ = state.changed() => {}
+                    }
+                } else if members.changed().await.is_err() {
+                    std::future::pending::<()>().await;
                 }
             }
         };

@@ -203,6 +203,7 @@ impl<S: Serializer> EngineBuilder<S> {
             max_packet_size: self.max_packet_size,
             pipeline: self.pipeline,
             closed_hooks: Mutex::new(Vec::new()),
+            bound_hooks: Mutex::new(Vec::new()),
             max_inflight: self.max_inflight,
             session_id_base: self
                 .extensions

@@ -228,6 +228,13 @@ impl<S: Serializer> Engine<S> {
         lock(&self.inner.shared.closed_hooks).push(Arc::new(hook));
     }
 
+    /// Registers a callback run on the binding thread whenever a uid is bound to a session
+    /// ([`Session::bind`]), after it is set. It must not block. A cluster gate enforces its
+    /// multi-login policy with it.
+    pub fn on_session_bound(&self, hook: impl Fn(&Session<S>, &str) + Send + Sync + 'static) {
+        lock(&self.inner.shared.bound_hooks).push(Arc::new(hook));
+    }
+
     /// A handle that does not keep the engine alive.
     pub fn downgrade(&self) -> WeakEngine<S> {
         WeakEngine {
