@@ -8,6 +8,9 @@
 //! cargo run --example cluster -- gate --listen 127.0.0.1:34571 --gate-address 127.0.0.1:34591
 //! ```
 //!
+//! With etcd instead of the master's discovery, add `--etcd http://127.0.0.1:2379` to every
+//! node (and build with `--features etcd`).
+//!
 //! The same components, routes and pushes as go-nano's `examples/cluster`, so its page works
 //! against it unchanged:
 //!
@@ -95,6 +98,13 @@ struct NodeArgs {
     /// Heartbeat interval for clients, in seconds.
     #[arg(long, default_value_t = 30)]
     heartbeat: u64,
+    /// Find the other nodes in etcd at this URL (e.g. http://127.0.0.1:2379) instead of
+    /// through the master (needs `--features etcd`).
+    #[arg(long)]
+    etcd: Option<String>,
+    /// The etcd key prefix of this cluster.
+    #[arg(long, default_value = "/nano/cluster/")]
+    etcd_prefix: String,
 }
 
 static PAGES: &[(&str, &[u8])] = &[
@@ -113,6 +123,14 @@ fn node(role: &str, listen: &str, args: &NodeArgs) -> Cluster {
         .discovery_config(DiscoveryConfig::default().ttl(Duration::from_secs(args.lease_ttl)))
 }
 
+/// Registers `node` with the master at `master`, or in etcd when `--etcd` is given.
+fn discover(node: Cluster, master: String, args: &NodeArgs) -> std::io::Result<Cluster> {
+    match &args.etcd {
+        None => Ok(node.master(master)),
+        Some(url) => common::etcd(node, url, &args.etcd_prefix),
+    }
+}
+
 fn app(args: &NodeArgs, node: &std::sync::Arc<Node<Json>>) -> nano::App<Json> {
     nano::app()
         .heartbeat(Some(Duration::from_secs(args.heartbeat)))
@@ -124,7 +142,12 @@ fn main() -> std::io::Result<()> {
     common::init_tracing();
     match Cli::parse().role {
         Role::Master { listen, node: args } => {
-            let node = node("master", &listen, &args).as_master().build::<Json>();
+            // With etcd, the "master" is one more node: it hosts the TopicService.
+            let node = match &args.etcd {
+                None => node("master", &listen, &args).as_master(),
+                Some(url) => common::etcd(node("master", &listen, &args), url, &args.etcd_prefix)?,
+            }
+            .build::<Json>();
             let app = app(&args, &node).component(TopicService::default());
             common::serve_node(app, node, false, "")
         }
@@ -133,7 +156,7 @@ fn main() -> std::io::Result<()> {
             listen,
             node: args,
         } => {
-            let node = node("chat", &listen, &args).master(master).build::<Json>();
+            let node = discover(node("chat", &listen, &args), master, &args)?.build::<Json>();
             let app = app(&args, &node).component(RoomService::default());
             common::serve_node(app, node, false, "")
         }
@@ -144,7 +167,7 @@ fn main() -> std::io::Result<()> {
             ws_path,
             node: args,
         } => {
-            let node = node("gate", &listen, &args).master(master).build::<Json>();
+            let node = discover(node("gate", &listen, &args), master, &args)?.build::<Json>();
             let app = app(&args, &node)
                 .component(BindService::default())
                 .http_embedded(PAGES)

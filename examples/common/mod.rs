@@ -61,3 +61,25 @@ fn serve_then<S: Serializer>(
         Ok(())
     })
 }
+
+/// `node` registered in etcd at `url` under `prefix`, when built with `--features etcd`;
+/// otherwise an error saying how to get it.
+#[allow(dead_code)] // cluster examples only
+pub fn etcd(
+    node: nano_cluster::node::Cluster,
+    url: &str,
+    prefix: &str,
+) -> std::io::Result<nano_cluster::node::Cluster> {
+    #[cfg(feature = "etcd")]
+    {
+        Ok(node.etcd([url], prefix))
+    }
+    #[cfg(not(feature = "etcd"))]
+    {
+        let _ = (node, prefix);
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!("--etcd {url}: this build has no etcd support; build with `--features etcd`"),
+        ))
+    }
+}

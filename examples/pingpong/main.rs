@@ -66,6 +66,13 @@ struct Args {
     /// Discovery lease time-to-live, in seconds: a node that vanished is dropped after it.
     #[arg(long, default_value_t = 6)]
     lease_ttl: u64,
+    /// Find the other nodes in etcd at this URL instead of through a master (needs
+    /// `--features etcd`; no master node then).
+    #[arg(long)]
+    etcd: Option<String>,
+    /// The etcd key prefix of this cluster.
+    #[arg(long, default_value = "/nano/pingpong/")]
+    etcd_prefix: String,
 }
 
 /// A cluster node's role.
@@ -113,9 +120,10 @@ fn cluster(role: Role, args: &Args) -> std::io::Result<()> {
         .listen(listen)
         .forward_deadline(Duration::from_millis(args.forward_deadline_ms))
         .discovery_config(DiscoveryConfig::default().ttl(Duration::from_secs(args.lease_ttl)));
-    let settings = match role {
-        Role::Master => settings.as_master(),
-        _ => settings.master(&args.master),
+    let settings = match (&args.etcd, role) {
+        (Some(url), _) => common::etcd(settings, url, &args.etcd_prefix)?,
+        (None, Role::Master) => settings.as_master(),
+        (None, _) => settings.master(&args.master),
     };
     let node = settings.build::<Protobuf>();
     let mut app = nano::app()

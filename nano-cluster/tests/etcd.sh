@@ -93,3 +93,5 @@ fi
 export NANO_ETCD_ENDPOINT="http://127.0.0.1:$client_port"
 echo "etcd.sh: etcd $(etcd --version | head -n1 | awk '{print $3}') healthy at $NANO_ETCD_ENDPOINT"
 cargo test -p nano-cluster --features etcd --test discovery_etcd "$@"
+# The cluster node tests with etcd discovery (the facade package, feature etcd).
+cargo test --features etcd --test cluster_etcd "$@"

@@ -349,6 +349,7 @@ impl MemberTasks {
         let rpc_timeout = self.config.rpc_timeout();
         let mut backoff = self.backoff();
         let mut client = self.client.clone();
+        let mut failures = 0u32;
         loop {
             let request = pb::RegisterRequest {
                 member: Some(pb::Member::from(&self.me)),
@@ -357,16 +358,27 @@ impl MemberTasks {
             let granted = match tokio::time::timeout(rpc_timeout, client.register(request)).await {
                 Ok(Ok(response)) => response.into_inner(),
                 Ok(Err(status)) => {
-                    tracing::debug!(node = %self.me.id, %status, "register failed; retrying");
+                    failures += 1;
+                    if super::backoff::worth_a_warning(failures) {
+                        tracing::warn!(node = %self.me.id, %status, failures, "cannot register with the master; retrying");
+                    } else {
+                        tracing::debug!(node = %self.me.id, %status, "register failed; retrying");
+                    }
                     backoff.wait().await;
                     continue;
                 }
                 Err(_) => {
-                    tracing::debug!(node = %self.me.id, "register timed out; retrying");
+                    failures += 1;
+                    if super::backoff::worth_a_warning(failures) {
+                        tracing::warn!(node = %self.me.id, failures, "register with the master timed out; retrying");
+                    } else {
+                        tracing::debug!(node = %self.me.id, "register timed out; retrying");
+                    }
                     backoff.wait().await;
                     continue;
                 }
             };
+            failures = 0;
             backoff.reset();
             *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(granted.lease_id);
             self.set_registered(true);

@@ -221,22 +221,34 @@ impl Tasks {
     async fn lease_loop(self, current: Arc<Mutex<Option<i64>>>) {
         let mut backoff = self.backoff();
         let mut client = self.client.clone();
+        let mut failures = 0u32;
         loop {
             let (lease, ttl) = match timeout(self.config.rpc_timeout(), self.register(&mut client))
                 .await
             {
                 Ok(Ok(granted)) => granted,
                 Ok(Err(e)) => {
-                    tracing::debug!(node = %self.me.id, error = %e, "etcd register failed; retrying");
+                    failures += 1;
+                    if super::backoff::worth_a_warning(failures) {
+                        tracing::warn!(node = %self.me.id, error = %e, failures, "cannot register in etcd; retrying");
+                    } else {
+                        tracing::debug!(node = %self.me.id, error = %e, "etcd register failed; retrying");
+                    }
                     backoff.wait().await;
                     continue;
                 }
                 Err(_) => {
-                    tracing::debug!(node = %self.me.id, "etcd register timed out; retrying");
+                    failures += 1;
+                    if super::backoff::worth_a_warning(failures) {
+                        tracing::warn!(node = %self.me.id, failures, "etcd register timed out; retrying");
+                    } else {
+                        tracing::debug!(node = %self.me.id, "etcd register timed out; retrying");
+                    }
                     backoff.wait().await;
                     continue;
                 }
             };
+            failures = 0;
             backoff.reset();
             *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease);
             self.set_registered(true);

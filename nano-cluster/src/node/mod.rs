@@ -69,6 +69,12 @@ enum Source {
     Master,
     /// A member of the master at this address.
     MemberOf(String),
+    /// Registered in etcd under a key prefix.
+    #[cfg(feature = "etcd")]
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+    },
     /// Anything else (etcd, a custom implementation).
     Custom(DiscoveryFactory),
 }
@@ -141,7 +147,32 @@ impl Cluster {
         self
     }
 
-    /// Discovery made by `factory` from this node's member record (etcd, your own).
+    /// Discovery through etcd (feature `etcd`): this node is a key under `prefix` with a lease
+    /// kept alive; the others are watched under the same prefix.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use nano_cluster::node::Cluster;
+    ///
+    /// let node = Cluster::new("chat-1").etcd(["http://127.0.0.1:2379"], "/nano/");
+    /// # drop(node);
+    /// ```
+    #[cfg(feature = "etcd")]
+    #[must_use]
+    pub fn etcd(
+        mut self,
+        endpoints: impl IntoIterator<Item = impl Into<String>>,
+        prefix: impl Into<String>,
+    ) -> Self {
+        self.source = Some(Source::Etcd {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            prefix: prefix.into(),
+        });
+        self
+    }
+
+    /// Discovery made by `factory` from this node's member record (your own implementation).
     ///
     /// # Examples
     ///
@@ -301,6 +332,23 @@ impl<S: Serializer> Node<S> {
         self.state.peers.wait_for_service(service, n, within).await
     }
 
+    /// Waits until `pred` holds for the other members (sorted by id), at most `within`.
+    /// Returns whether it does.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(node: std::sync::Arc<nano_cluster::node::Node<nano_core::Json>>) {
+    /// use std::time::Duration;
+    /// let gone = node
+    ///     .wait_until(Duration::from_secs(10), |m| !m.iter().any(|m| m.id.as_str() == "chat-1"))
+    ///     .await;
+    /// # }
+    /// ```
+    pub async fn wait_until(&self, within: Duration, pred: impl Fn(&[Member]) -> bool) -> bool {
+        self.state.peers.wait_until(within, pred).await
+    }
+
     /// Waits until member `id` is known and its link is up, at most `within`. Returns whether
     /// it is.
     pub async fn wait_for_peer(&self, id: &str, within: Duration) -> bool {
@@ -350,10 +398,15 @@ impl<S: Serializer> Node<S> {
                 Arc::new(Embedded::member(&master, me, settings.discovery)?),
                 None,
             ),
+            #[cfg(feature = "etcd")]
+            Some(Source::Etcd { endpoints, prefix }) => (
+                Arc::new(crate::Etcd::connect(&endpoints, &prefix, me, settings.discovery).await?),
+                None,
+            ),
             Some(Source::Custom(factory)) => (factory(me).await?, None),
             None => {
                 return Err(format!(
-                    "cluster node {}: no discovery (as_master, master or discovery_with)",
+                    "cluster node {}: no discovery (as_master, master, etcd or discovery_with)",
                     settings.id
                 )
                 .into())

@@ -112,6 +112,23 @@ impl Peers {
         tokio::time::timeout(within, wait).await.is_ok()
     }
 
+    /// Waits until `pred` holds for the member list, at most `within`.
+    pub async fn wait_until(&self, within: Duration, pred: impl Fn(&[Member]) -> bool) -> bool {
+        let mut members = self.version.subscribe();
+        let wait = async {
+            loop {
+                members.borrow_and_update();
+                if pred(&self.members()) {
+                    return;
+                }
+                if members.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(within, wait).await.is_ok()
+    }
+
     /// Waits until member `id` is known with its link up, at most `within`.
     pub async fn wait_for_peer(&self, id: &str, within: Duration) -> bool {
         let mut members = self.version.subscribe();
