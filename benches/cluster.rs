@@ -136,7 +136,7 @@ struct Args {
     #[arg(long)]
     json: Option<PathBuf>,
 
-    /// Internal: run a server (nano) or a cluster node (master-pb, echo-backend, …).
+    /// Internal: run a server (nano, bcast) or a cluster node (master-pb, echo-backend, …).
     #[arg(long, hide = true)]
     serve: Option<String>,
     #[arg(long, hide = true, default_value = "127.0.0.1:0")]
@@ -191,11 +191,11 @@ fn main() {
             );
         }
         match Kind::parse(kind) {
-            Some(kind @ Kind::Nano) => {
+            Some(kind @ (Kind::Nano | Kind::Bcast)) => {
                 serve::serve_forever(kind, &args.tcp, &args.ws, args.heartbeat)
             }
             _ => {
-                eprintln!("--serve takes nano or a cluster role");
+                eprintln!("--serve takes nano, bcast or a cluster role");
                 std::process::exit(2);
             }
         }
@@ -299,6 +299,8 @@ struct ClusterReport {
     /// Per case: `ours` is the cluster, `baseline` the single node, `ratios` cluster ÷ single.
     load: Vec<CaseReport>,
     broadcast: Option<BroadcastResult>,
+    /// The same broadcast on a single node, for scale.
+    broadcast_single_node: Option<BroadcastResult>,
     /// Gates of the broadcast cluster (besides its master and backend).
     broadcast_gates: usize,
     targets: Vec<Check>,
@@ -363,11 +365,13 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
     }
 
     let mut bcast = None;
+    let mut bcast_single = None;
     if want("broadcast") {
-        let need = args.members as u64 * 2 + 512;
+        // The client holds every member's socket; each gate half of them.
+        let need = args.members as u64 + 256;
         if nofile < need {
             eprintln!(
-                "warning: the open-file limit is {nofile}; about {need} are needed for {} members (the client's sockets and the gates'; raise the hard limit: ulimit -Hn)",
+                "warning: the open-file limit is {nofile}; about {need} are needed for {} members (raise the hard limit: ulimit -Hn)",
                 args.members
             );
         }
@@ -402,6 +406,28 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
         .await;
         bcast = Some(r);
         drop(procs);
+        // The same broadcast on one node (the pingpong bench's broadcast server), for scale.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match ServerProc::spawn(Kind::Bcast, 30) {
+            Err(e) => eprintln!("single-node broadcast server: {e}"),
+            Ok(p) => {
+                let target = Target::Tcp(p.tcp);
+                eprintln!(
+                    "broadcast: the same on a single node ({})",
+                    target.describe()
+                );
+                let r = broadcast::run(
+                    std::slice::from_ref(&target),
+                    &target,
+                    args.members,
+                    rounds,
+                    loopback_sources(),
+                    Some(p.pid),
+                )
+                .await;
+                bcast_single = Some(r);
+            }
+        }
     }
 
     report::print_load(&cases, "cluster", "single");
@@ -425,7 +451,21 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
         }
     }
     if let Some(b) = &bcast {
+        println!();
+        print!("CLUSTER (master, backend, {GATES} gates; members split over the gates) — ");
         report::print_broadcast(b);
+    }
+    if let Some(s) = &bcast_single {
+        println!();
+        print!("SINGLE NODE — ");
+        report::print_broadcast(s);
+    }
+    if let (Some(b), Some(s)) = (&bcast, &bcast_single) {
+        println!();
+        println!(
+            "broadcast reach-all median, cluster ÷ single node: {}",
+            fmt_ratio(b.reach_all_ms_median / s.reach_all_ms_median)
+        );
     }
     let targets = checks(&cases, bcast.as_ref(), args.members);
     if !targets.is_empty() {
@@ -436,7 +476,12 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
                 "  {} {}: {} (target {})",
                 if t.met { "ok  " } else { "MISS" },
                 t.what,
-                t.value.map_or("not measured".into(), |v| format!("{v:.2}")),
+                t.value
+                    .map_or("not measured".into(), |v| if v.fract() == 0.0 {
+                        format!("{v:.0}")
+                    } else {
+                        format!("{v:.2}")
+                    }),
                 t.target
             );
         }
@@ -454,6 +499,7 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
         cluster_processes: vec!["master", "backend", "gate"],
         load: cases,
         broadcast: bcast,
+        broadcast_single_node: bcast_single,
         broadcast_gates: GATES,
         targets,
     };
@@ -463,6 +509,14 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
     }
     println!("total time {:.0}s", started.elapsed().as_secs_f64());
     0
+}
+
+fn fmt_ratio(r: f64) -> String {
+    if r.is_finite() {
+        format!("{r:.2}×")
+    } else {
+        "-".into()
+    }
 }
 
 /// The echo (and ping) cases: the cluster and the single node, interleaved.

@@ -496,6 +496,7 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
     report::print_load(&cases, ours_name, "baseline");
     report::print_scale(&scale_results);
     if let Some(b) = &bcast {
+        println!();
         report::print_broadcast(b);
     }
     report::print_targets(&cases, &scale_results);

@@ -299,8 +299,8 @@ pub fn print_scale(scale: &[ScaleResult]) {
     println!("(hb rx: connections that received the server's heartbeat during the hold; the baseline sends none)");
 }
 
+/// The broadcast figures, from the current line on (callers print the blank line before).
 pub fn print_broadcast(b: &BroadcastResult) {
-    println!();
     println!(
         "broadcast to a group of {} sessions ({} joined, TCP), {} rounds:",
         b.members, b.joined, b.rounds
