@@ -310,7 +310,7 @@ pub fn print_broadcast(b: &BroadcastResult) {
         b.reach_all_ms_median, b.reach_all_ms_max, b.first_ms_median
     );
     println!(
-        "  server time in Group::broadcast (encode once + queue on every member): median {:.0} µs",
+        "  server time in Group::broadcast (encode once + queue on every member, or one frame per gate on a cluster backend): median {:.0} µs",
         b.enqueue_us_median
     );
     println!(
