@@ -1,7 +1,8 @@
 //! Servers under test, each in its own process so its CPU time and memory can be read from
 //! `/proc/<pid>`: the bench binary re-executes itself with the hidden `--serve nano|raw|bcast`
 //! flag. The child prints `READY <tcp addr> <ws addr>` once listening and exits when its stdin
-//! closes (the parent ended, however it ended).
+//! closes (the parent ended, however it ended). The cluster bench runs its nodes through the
+//! same [`run_child`] and [`ServerProc::spawn_with`].
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::SocketAddr;
