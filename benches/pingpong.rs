@@ -358,13 +358,13 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
                     let mut specs = vec![LoadSpec {
                         label: ours_name.into(),
                         target: ours_target.clone(),
-                        server_pid: ours_pid,
+                        server_pids: ours_pid.into_iter().collect(),
                     }];
                     if let Some(t) = &base_target {
                         specs.push(LoadSpec {
                             label: "baseline".into(),
                             target: t.clone(),
-                            server_pid: base_pid,
+                            server_pids: base_pid.into_iter().collect(),
                         });
                     }
                     let mut results = load::run(&case, &specs).await.into_iter();
@@ -478,15 +478,25 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
             Ok(p) => {
                 let target = Target::Tcp(p.tcp);
                 let sources = loopback_sources(p.tcp);
-                bcast =
-                    Some(broadcast::run(target, args.members, rounds, sources, Some(p.pid)).await);
+                bcast = Some(
+                    broadcast::run(
+                        std::slice::from_ref(&target),
+                        &target,
+                        args.members,
+                        rounds,
+                        sources,
+                        Some(p.pid),
+                    )
+                    .await,
+                );
             }
         }
     }
 
-    report::print_load(&cases, ours_name);
+    report::print_load(&cases, ours_name, "baseline");
     report::print_scale(&scale_results);
     if let Some(b) = &bcast {
+        println!();
         report::print_broadcast(b);
     }
     report::print_targets(&cases, &scale_results);
@@ -509,7 +519,7 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
         scale: scale_results,
         broadcast: bcast,
     };
-    match report::write_json(&report, args.json.clone()) {
+    match report::write_json(&report, "pingpong", args.json.clone()) {
         Ok(p) => println!("\nJSON report: {}", p.display()),
         Err(e) => eprintln!("could not write the JSON report: {e}"),
     }

@@ -5,7 +5,13 @@
 //! `Serialize` impl counts its calls — and answers how many serializations that broadcast
 //! took. The client measures, for each broadcast, the time from sending `Bcast.Fire` to the
 //! moment the last member's connection has read its push.
+//!
+//! The client side ([`run`]) also drives the cluster bench's backend (`benches/cluster/`),
+//! whose component answers the same routes: members may join through several gates, the
+//! broadcast is fired on a connection of its own, and the node-to-node messages a broadcast
+//! took are counted when the server reports its link counters.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,11 +29,17 @@ use crate::conn::{Conn, Target};
 static SERIALIZATIONS: AtomicU64 = AtomicU64::new(0);
 
 const TEXT: &str = "broadcast to every member of the group";
-const ROUTE_PUSH: &str = "onBcast";
+/// The push route of the broadcasts.
+pub const ROUTE_PUSH: &str = "onBcast";
+
+/// Calls of [`Counted::serialize`] in this process so far.
+pub fn serializations() -> u64 {
+    SERIALIZATIONS.load(Ordering::Relaxed)
+}
 
 /// The broadcast payload; every serialization is counted.
-struct Counted {
-    seq: u64,
+pub struct Counted {
+    pub seq: u64,
 }
 
 impl Serialize for Counted {
@@ -52,6 +64,11 @@ pub struct FireReply {
     pub members: usize,
     /// Time the server spent in `Group::broadcast` (encode + queue on every member), µs.
     pub enqueue_us: f64,
+    /// A cluster backend's node links just before the broadcast: frames sent so far, by peer
+    /// id (empty on a single node). When present, the client asks `Bcast.Links` for the same
+    /// counters once every member has its push, and the difference is what the broadcast took.
+    #[serde(default)]
+    pub link_frames: BTreeMap<String, u64>,
 }
 
 /// The component of the broadcast server.
@@ -69,14 +86,15 @@ impl Bcast {
 
     /// `Bcast.Fire`: broadcasts `Counted { seq }` to the group.
     pub fn fire(&mut self, _s: &Session, seq: u64) -> Result<FireReply> {
-        let before = SERIALIZATIONS.load(Ordering::Relaxed);
+        let before = serializations();
         let t = Instant::now();
         self.group.broadcast(ROUTE_PUSH, &Counted { seq })?;
         let enqueue_us = t.elapsed().as_secs_f64() * 1e6;
         Ok(FireReply {
-            serializations: SERIALIZATIONS.load(Ordering::Relaxed) - before,
+            serializations: serializations() - before,
             members: self.group.count(),
             enqueue_us,
+            link_frames: BTreeMap::new(),
         })
     }
 }
@@ -115,6 +133,9 @@ pub struct BroadcastResult {
     pub enqueue_us_median: f64,
     /// Serializations per broadcast (max over rounds); must be 1.
     pub serializations_per_broadcast: u64,
+    /// Node-to-node messages (link frames) the server sent for each broadcast, by peer, per
+    /// round; empty on a single node.
+    pub node_messages: Vec<BTreeMap<String, u64>>,
     /// Pushes that did not arrive, wrong payloads, connection failures.
     pub errors: u64,
     pub first_error: Option<String>,
@@ -127,9 +148,11 @@ fn median(v: &[f64]) -> f64 {
     s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Opens `members` connections that join the group, fires `rounds` broadcasts.
+/// Opens `members` connections that join the group (member `i` through
+/// `members_via[i % len]`), fires `rounds` broadcasts on a connection to `firer`.
 pub async fn run(
-    target: Target,
+    members_via: &[Target],
+    firer: &Target,
     members: usize,
     rounds: usize,
     sources: Vec<IpAddr>,
@@ -153,7 +176,7 @@ pub async fn run(
     let mut tasks = Vec::new();
     let t_join = Instant::now();
     for i in 0..members {
-        let target = target.clone();
+        let target = members_via[i % members_via.len()].clone();
         let src = (!sources.is_empty()).then(|| sources[i % sources.len()]);
         let (tx, joined, settled, connecting, note, stop) = (
             tx.clone(),
@@ -193,7 +216,8 @@ pub async fn run(
     let mut first = Vec::new();
     let mut enqueue = Vec::new();
     let mut ser_max = 0;
-    match Conn::open(&target, None, u32::MAX).await {
+    let mut node_messages = Vec::new();
+    match Conn::open(firer, None, u32::MAX).await {
         Err(e) => note(format!("firer: {e}")),
         Ok(mut firer) => {
             for round in 1..=rounds as u64 {
@@ -201,6 +225,7 @@ pub async fn run(
                 let (id, packet) =
                     firer.json_request_packet("Bcast.Fire", &serde_json::json!(round));
                 let t0 = Instant::now();
+                let mut links_before = BTreeMap::new();
                 if let Err(e) = firer.send(&packet).await {
                     note(format!("fire: {e}"));
                     break;
@@ -213,6 +238,7 @@ pub async fn run(
                             Ok(r) => {
                                 ser_max = ser_max.max(r.serializations);
                                 enqueue.push(r.enqueue_us);
+                                links_before = r.link_frames;
                             }
                             Err(e) => note(format!("fire reply: {e}")),
                         }
@@ -248,6 +274,20 @@ pub async fn run(
                 if let Some(e) = earliest {
                     first.push(e.duration_since(t0).as_secs_f64() * 1e3);
                 }
+                if !links_before.is_empty() {
+                    match links(&mut firer).await {
+                        Ok(after) => node_messages.push(
+                            after
+                                .into_iter()
+                                .map(|(peer, n)| {
+                                    let before = links_before.get(&peer).copied().unwrap_or(0);
+                                    (peer, n.saturating_sub(before))
+                                })
+                                .collect(),
+                        ),
+                        Err(e) => note(format!("links: {e}")),
+                    }
+                }
             }
         }
     }
@@ -267,10 +307,29 @@ pub async fn run(
         first_ms_median: median(&first),
         enqueue_us_median: median(&enqueue),
         serializations_per_broadcast: ser_max,
+        node_messages,
         errors: errors.load(Ordering::Relaxed),
         first_error,
         server_rss_kib: rss,
     }
+}
+
+/// `Bcast.Links`: the server's link counters (frames sent, by peer).
+async fn links(conn: &mut Conn) -> std::io::Result<BTreeMap<String, u64>> {
+    let (id, packet) = conn.json_request_packet("Bcast.Links", &serde_json::Value::Null);
+    conn.send(&packet).await?;
+    let m = tokio::time::timeout(Duration::from_secs(30), conn.recv_message())
+        .await
+        .map_err(|_| std::io::Error::other("Bcast.Links timeout"))??;
+    if m.kind != MessageType::Response || m.id != id || m.error {
+        return Err(std::io::Error::other(format!(
+            "Bcast.Links answered with {:?} error {}: {}",
+            m.kind,
+            m.error,
+            String::from_utf8_lossy(&m.payload)
+        )));
+    }
+    serde_json::from_slice(&m.payload).map_err(std::io::Error::other)
 }
 
 async fn join(target: &Target, src: Option<IpAddr>, salt: u32) -> std::io::Result<Conn> {

@@ -42,8 +42,9 @@ pub struct LoadSpec {
     /// Shown in the progress line, e.g. `nano`.
     pub label: String,
     pub target: Target,
-    /// The server process, for CPU time per request.
-    pub server_pid: Option<u32>,
+    /// The server's processes (several for a cluster), for CPU time per request and memory,
+    /// summed over them.
+    pub server_pids: Vec<u32>,
 }
 
 /// What every server of a case gets.
@@ -118,13 +119,17 @@ pub struct LoadResult {
     pub p999_us: f64,
     pub max_us: f64,
     pub errors: ErrorReport,
-    /// Server CPU (user + system) per operation, microseconds; `None` without a pid.
+    /// Server CPU (user + system) per operation, microseconds, summed over the server's
+    /// processes; `None` without a pid.
     pub server_cpu_us_per_op: Option<f64>,
+    /// The same per server process, in the order of [`LoadSpec::server_pids`] (one entry on a
+    /// single process).
+    pub server_cpu_us_per_op_each: Vec<Option<f64>>,
     /// Server CPU use over the measured time, in cores (1.0 = one core busy).
     pub server_cores: Option<f64>,
     /// This (client) process's CPU per operation, microseconds.
     pub client_cpu_us_per_op: Option<f64>,
-    /// Server resident memory at the end, KiB.
+    /// Server resident memory at the end, KiB (summed over its processes).
     pub server_rss_kib: Option<u64>,
 }
 
@@ -176,6 +181,8 @@ fn new_histogram() -> Histogram<u64> {
 struct Window {
     seconds: f64,
     server_cpu: Option<Duration>,
+    /// Per server process.
+    server_cpu_each: Vec<Option<Duration>>,
     client_cpu: Duration,
 }
 
@@ -250,7 +257,13 @@ pub async fn run(case: &CaseSpec, specs: &[LoadSpec]) -> Vec<LoadResult> {
     }
 
     let tty = std::io::stderr().is_terminal();
-    let mut windows: Vec<Window> = specs.iter().map(|_| Window::default()).collect();
+    let mut windows: Vec<Window> = specs
+        .iter()
+        .map(|s| Window {
+            server_cpu_each: vec![None; s.server_pids.len()],
+            ..Window::default()
+        })
+        .collect();
     for (i, set) in sets.iter().enumerate() {
         set.set(RUN);
         progress(case, &specs[i], set, "warm-up", case.warmup, tty).await;
@@ -269,7 +282,12 @@ pub async fn run(case: &CaseSpec, specs: &[LoadSpec]) -> Vec<LoadResult> {
             let set = &sets[i];
             set.set(RUN);
             tokio::time::sleep(SETTLE).await;
-            let cpu0 = specs[i].server_pid.and_then(procfs::cpu);
+            let cpu0 = procfs::cpu_sum(&specs[i].server_pids);
+            let each0: Vec<_> = specs[i]
+                .server_pids
+                .iter()
+                .map(|&p| procfs::cpu(p))
+                .collect();
             let me0 = procfs::cpu(std::process::id());
             let t0 = Instant::now();
             set.set(MEASURE);
@@ -278,7 +296,13 @@ pub async fn run(case: &CaseSpec, specs: &[LoadSpec]) -> Vec<LoadResult> {
             set.set(PAUSED);
             let w = &mut windows[i];
             w.seconds += t0.elapsed().as_secs_f64();
-            let cpu1 = specs[i].server_pid.and_then(procfs::cpu);
+            let cpu1 = procfs::cpu_sum(&specs[i].server_pids);
+            for (k, &pid) in specs[i].server_pids.iter().enumerate() {
+                if let (Some(a), Some(b)) = (each0[k], procfs::cpu(pid)) {
+                    let sum = &mut w.server_cpu_each[k];
+                    *sum = Some(sum.unwrap_or_default() + b.since(&a));
+                }
+            }
             let me1 = procfs::cpu(std::process::id());
             if let (Some(a), Some(b)) = (cpu0, cpu1) {
                 w.server_cpu = Some(w.server_cpu.unwrap_or_default() + b.since(&a));
@@ -293,7 +317,7 @@ pub async fn run(case: &CaseSpec, specs: &[LoadSpec]) -> Vec<LoadResult> {
     }
     let rss: Vec<Option<u64>> = specs
         .iter()
-        .map(|s| s.server_pid.and_then(procfs::rss_kib))
+        .map(|s| procfs::rss_kib_sum(&s.server_pids))
         .collect();
     for set in &sets {
         set.set(STOP);
@@ -341,6 +365,11 @@ pub async fn run(case: &CaseSpec, specs: &[LoadSpec]) -> Vec<LoadResult> {
                 max_us: us(hist.max()),
                 errors,
                 server_cpu_us_per_op: w.server_cpu.and_then(per_op),
+                server_cpu_us_per_op_each: w
+                    .server_cpu_each
+                    .iter()
+                    .map(|c| c.and_then(per_op))
+                    .collect(),
                 server_cores: w.server_cpu.map(|c| c.as_secs_f64() / w.seconds.max(1e-9)),
                 client_cpu_us_per_op: per_op(w.client_cpu),
                 server_rss_kib: rss,

@@ -40,6 +40,27 @@ pub fn cpu(pid: u32) -> Option<CpuSample> {
     })
 }
 
+/// The CPU time of several processes together; `None` without pids or if one is gone.
+pub fn cpu_sum(pids: &[u32]) -> Option<CpuSample> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold(CpuSample { ticks: 0 }, |sum, &pid| {
+        cpu(pid).map(|c| CpuSample {
+            ticks: sum.ticks + c.ticks,
+        })
+    })
+}
+
+/// The VmRSS of several processes together, KiB; `None` without pids or if one is gone.
+pub fn rss_kib_sum(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .try_fold(0, |sum, &pid| rss_kib(pid).map(|r| sum + r))
+}
+
 /// VmRSS of `pid` in KiB, from `/proc/<pid>/status`.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

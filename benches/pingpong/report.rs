@@ -102,8 +102,9 @@ fn fmt_ratio(r: f64) -> String {
     }
 }
 
-/// The load table: one row per server and case, then the ratio.
-pub fn print_load(cases: &[CaseReport], ours_name: &str) {
+/// The load table: one row per server and case (`ours_name`, then `base_name`), then the
+/// ratio.
+pub fn print_load(cases: &[CaseReport], ours_name: &str, base_name: &str) {
     if cases.is_empty() {
         return;
     }
@@ -150,7 +151,7 @@ pub fn print_load(cases: &[CaseReport], ours_name: &str) {
         };
         row(ours_name, &c.ours, true);
         if let Some(b) = &c.baseline {
-            row("baseline", b, false);
+            row(base_name, b, false);
         }
         if let Some(r) = &c.ratios {
             println!(
@@ -298,8 +299,8 @@ pub fn print_scale(scale: &[ScaleResult]) {
     println!("(hb rx: connections that received the server's heartbeat during the hold; the baseline sends none)");
 }
 
+/// The broadcast figures, from the current line on (callers print the blank line before).
 pub fn print_broadcast(b: &BroadcastResult) {
-    println!();
     println!(
         "broadcast to a group of {} sessions ({} joined, TCP), {} rounds:",
         b.members, b.joined, b.rounds
@@ -309,7 +310,7 @@ pub fn print_broadcast(b: &BroadcastResult) {
         b.reach_all_ms_median, b.reach_all_ms_max, b.first_ms_median
     );
     println!(
-        "  server time in Group::broadcast (encode once + queue on every member): median {:.0} µs",
+        "  server time in Group::broadcast (encode once + queue on every member, or one frame per gate on a cluster backend): median {:.0} µs",
         b.enqueue_us_median
     );
     println!(
@@ -321,6 +322,15 @@ pub fn print_broadcast(b: &BroadcastResult) {
             "MISS"
         }
     );
+    for (round, sent) in b.node_messages.iter().enumerate() {
+        let total: u64 = sent.values().sum();
+        let by_peer: Vec<String> = sent.iter().map(|(p, n)| format!("{p} {n}")).collect();
+        println!(
+            "  node-to-node messages, broadcast {}: {total} ({})",
+            round + 1,
+            by_peer.join(", ")
+        );
+    }
     println!(
         "  errors: {}{}",
         b.errors,
@@ -331,9 +341,13 @@ pub fn print_broadcast(b: &BroadcastResult) {
     );
 }
 
-/// Writes the JSON report; returns its path.
-pub fn write_json(report: &Report, path: Option<PathBuf>) -> std::io::Result<PathBuf> {
-    let path = path.unwrap_or_else(|| target_dir().join("nano-bench").join("pingpong.json"));
+/// Writes a JSON report, by default to `target/nano-bench/<name>.json`; returns its path.
+pub fn write_json(
+    report: &impl Serialize,
+    name: &str,
+    path: Option<PathBuf>,
+) -> std::io::Result<PathBuf> {
+    let path = path.unwrap_or_else(|| target_dir().join("nano-bench").join(format!("{name}.json")));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

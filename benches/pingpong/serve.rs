@@ -1,7 +1,8 @@
 //! Servers under test, each in its own process so its CPU time and memory can be read from
 //! `/proc/<pid>`: the bench binary re-executes itself with the hidden `--serve nano|raw|bcast`
 //! flag. The child prints `READY <tcp addr> <ws addr>` once listening and exits when its stdin
-//! closes (the parent ended, however it ended).
+//! closes (the parent ended, however it ended). The cluster bench runs its nodes through the
+//! same [`run_child`] and [`ServerProc::spawn_with`].
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -48,29 +49,18 @@ impl Kind {
 
 /// Child side: runs the server until stdin closes. Never returns.
 pub fn serve_forever(kind: Kind, tcp: &str, ws: &str, heartbeat: u64) -> ! {
-    std::thread::spawn(|| {
-        let mut sink = [0u8; 64];
-        let mut stdin = io::stdin();
-        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
-        std::process::exit(0);
-    });
-    // The same runtime as `App::run`: multi-threaded, one worker per core.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async move {
+    let (tcp, ws) = (tcp.to_owned(), ws.to_owned());
+    run_child(async move {
         let hb = Some(Duration::from_secs(heartbeat));
-        let (tcp_addr, ws_addr, keep): (SocketAddr, SocketAddr, Box<dyn std::any::Any>) = match kind
-        {
+        let started: (SocketAddr, SocketAddr, Keep) = match kind {
             Kind::Nano => {
                 let server = nano::app()
                     .serializer(Protobuf)
                     .component(TestHandler)
                     .push_routes(["pong"])
                     .heartbeat(hb)
-                    .tcp(tcp)
-                    .websocket(ws, WS_PATH)
+                    .tcp(&tcp)
+                    .websocket(&ws, WS_PATH)
                     .start()
                     .await
                     .expect("nano server starts");
@@ -79,7 +69,7 @@ pub fn serve_forever(kind: Kind, tcp: &str, ws: &str, heartbeat: u64) -> ! {
                 (t, w, Box::new(server))
             }
             Kind::Bcast => {
-                let server = crate::broadcast::start_server(tcp, ws, hb)
+                let server = crate::broadcast::start_server(&tcp, &ws, hb)
                     .await
                     .expect("broadcast server starts");
                 let t = server.addr(Transport::Tcp).expect("tcp");
@@ -87,13 +77,39 @@ pub fn serve_forever(kind: Kind, tcp: &str, ws: &str, heartbeat: u64) -> ! {
                 (t, w, Box::new(server))
             }
             Kind::Raw => {
-                let (t, w) = crate::raw_server::start(tcp, ws, heartbeat)
+                let (t, w) = crate::raw_server::start(&tcp, &ws, heartbeat)
                     .await
                     .expect("raw server starts");
                 (t, w, Box::new(()))
             }
         };
-        println!("READY {tcp_addr} {ws_addr}");
+        started
+    })
+}
+
+/// What a child keeps alive while it serves (its server, its cluster node, ...).
+pub type Keep = Box<dyn std::any::Any>;
+
+/// Child side of any server: runs `start` on a multi-threaded runtime (one worker per core,
+/// as `App::run`), prints `READY <a> <b>` with the two addresses it returns, then serves until
+/// stdin closes (the parent ended, however it ended). Never returns.
+pub fn run_child<F>(start: F) -> !
+where
+    F: std::future::Future<Output = (SocketAddr, SocketAddr, Keep)>,
+{
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        let mut stdin = io::stdin();
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let (a, b, keep) = start.await;
+        println!("READY {a} {b}");
         std::future::pending::<()>().await;
         drop(keep);
     });
@@ -111,18 +127,27 @@ pub struct ServerProc {
 impl ServerProc {
     /// Starts `kind` on ephemeral loopback ports and waits until it listens.
     pub fn spawn(kind: Kind, heartbeat: u64) -> io::Result<ServerProc> {
-        let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .args([
-                "--serve",
-                kind.name(),
+        let heartbeat = heartbeat.to_string();
+        ServerProc::spawn_with(
+            kind.name(),
+            &[
                 "--tcp",
                 "127.0.0.1:0",
                 "--ws",
                 "127.0.0.1:0",
                 "--heartbeat",
-                &heartbeat.to_string(),
-            ])
+                &heartbeat,
+            ],
+        )
+    }
+
+    /// Runs this binary with `--serve <kind>` and the flags `args`, and waits for its
+    /// `READY <a> <b>` line (its two addresses, kept as `tcp` and `ws`).
+    pub fn spawn_with(kind: &str, args: &[&str]) -> io::Result<ServerProc> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(["--serve", kind])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -140,8 +165,7 @@ impl ServerProc {
             let _ = child.kill();
             let _ = child.wait();
             return Err(io::Error::other(format!(
-                "{} server did not start: {line:?}",
-                kind.name()
+                "{kind} server did not start: {line:?}"
             )));
         };
         Ok(ServerProc {
