@@ -54,6 +54,12 @@ pub(crate) fn random() -> u64 {
     h.finish()
 }
 
+/// Whether the `failures`-th failure in a row is logged as a warning: the first, then every
+/// 20th (the others at debug level), so an unreachable registry is visible without flooding.
+pub(crate) fn worth_a_warning(failures: u32) -> bool {
+    failures == 1 || failures.is_multiple_of(20)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,10 +77,4 @@ mod tests {
         b.reset();
         assert!(within(b.next_delay(), 100));
     }
-}
-
-/// Whether the `failures`-th failure in a row is logged as a warning: the first, then every
-/// 20th (the others at debug level), so an unreachable registry is visible without flooding.
-pub(crate) fn worth_a_warning(failures: u32) -> bool {
-    failures == 1 || failures % 20 == 0
 }
