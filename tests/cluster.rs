@@ -40,6 +40,16 @@ async fn requests_notifies_pushes_and_errors_travel_through_the_gate() {
     assert!(id > u64::from(u32::MAX), "a node-prefixed id: {id}");
     assert!(id < 1 << 53, "exact in JavaScript: {id}");
 
+    // Data the gate shares with the session travels with its next message, changes included.
+    let team: Option<String> = c.request("Room.Team", &json!({})).await.unwrap();
+    assert_eq!(team, None);
+    c.request::<_, ()>("Lobby.Team", &"red").await.unwrap();
+    let team: Option<String> = c.request("Room.Team", &json!({})).await.unwrap();
+    assert_eq!(team.as_deref(), Some("red"));
+    c.request::<_, ()>("Lobby.Team", &"blue").await.unwrap();
+    let team: Option<String> = c.request("Room.Team", &json!({})).await.unwrap();
+    assert_eq!(team.as_deref(), Some("blue"));
+
     // A notify runs on the backend; its group broadcast reaches the client through the gate.
     c.notify("Room.Say", &"hello").await.unwrap();
     let pushed = timeout(T, said.recv()).await.unwrap().unwrap();

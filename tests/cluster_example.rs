@@ -40,6 +40,9 @@ async fn gate(master: &str, id: &str) -> (Example, String) {
 struct User {
     client: Client<Json>,
     pushes: nano::AnyPushStream,
+    /// Pushes received while waiting for another route (pushes from different nodes may
+    /// arrive in either order).
+    early: Vec<(String, Value)>,
 }
 
 impl User {
@@ -54,17 +57,26 @@ impl User {
             .await
             .expect("login answered");
         assert_eq!(login["code"], 0, "{login}");
-        User { client, pushes }
+        User {
+            client,
+            pushes,
+            early: Vec::new(),
+        }
     }
 
-    /// The next push on `route` (others are skipped), decoded.
+    /// The next push on `route`, decoded (pushes on other routes are kept for later).
     async fn next(&mut self, route: &str) -> Value {
+        if let Some(i) = self.early.iter().position(|(r, _)| r == route) {
+            return self.early.remove(i).1;
+        }
         let wait = async {
             loop {
                 let (r, payload) = self.pushes.recv().await.expect("connection open");
+                let value = serde_json::from_slice::<Value>(&payload).expect("json push");
                 if r == route {
-                    return serde_json::from_slice::<Value>(&payload).expect("json push");
+                    return value;
                 }
+                self.early.push((r, value));
             }
         };
         timeout(T, wait)

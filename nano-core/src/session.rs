@@ -69,6 +69,10 @@ struct Inner<S> {
     groups: Mutex<Vec<Weak<dyn Membership>>>,
     /// The message rate bucket, made on the first message when the application has a limit.
     rate: OnceLock<crate::rate::Bucket>,
+    /// Serialized values that travel with the session to the cluster nodes serving it.
+    shared_data: Mutex<std::collections::BTreeMap<String, Bytes>>,
+    /// Bumped whenever the uid or the shared data change (what a cluster gate resends).
+    version: AtomicU64,
 }
 
 impl<S> Clone for Session<S> {
@@ -114,6 +118,8 @@ impl<S: Serializer> Session<S> {
                 groups: Mutex::new(Vec::new()),
                 inflight,
                 rate: OnceLock::new(),
+                shared_data: Mutex::new(std::collections::BTreeMap::new()),
+                version: AtomicU64::new(0),
             }),
         }
     }
@@ -154,6 +160,42 @@ impl<S: Serializer> Session<S> {
         engine
             .dispatch_detached(self, msg, crate::Origin::Node)
             .map_err(|e| Error::internal(e.to_string()))
+    }
+
+    /// Stores `value`, serialized, under `key` as *shared* data: unlike [`Session::set`], it
+    /// travels with the session to the cluster nodes that serve it (a gate sends it along with
+    /// the session's next message to each backend), where [`Session::get_shared`] reads it.
+    ///
+    /// # Errors
+    ///
+    /// `NANO-500` when the value cannot be serialized.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use nano_core::testing::Harness;
+    /// # let h = Harness::<nano_core::Json>::empty();
+    /// # let client = h.connect();
+    /// # let session = client.session();
+    /// session.set_shared("room", &7u32).unwrap();
+    /// assert_eq!(session.get_shared::<u32>("room"), Some(7));
+    /// ```
+    pub fn set_shared<T: Encode<S> + ?Sized>(
+        &self,
+        key: impl Into<String>,
+        value: &T,
+    ) -> Result<()> {
+        let mut buf = bytes::BytesMut::new();
+        value.encode(&mut buf)?;
+        self.set_shared_raw(key, buf.freeze());
+        Ok(())
+    }
+
+    /// The shared value under `key`, decoded as `T`; `None` when there is none or it does not
+    /// decode as `T`.
+    pub fn get_shared<T: crate::Decode<S>>(&self, key: &str) -> Option<T> {
+        let bytes = lock(&self.inner.shared_data).get(key).cloned()?;
+        T::decode(&bytes).ok()
     }
 
     /// Pushes a raw, already-serialized payload.
@@ -301,6 +343,7 @@ impl<S> Session<S> {
         }
         self.inner.link.bound(&uid);
         *write(&self.inner.uid) = Some(uid.as_str().into());
+        self.inner.version.fetch_add(1, Ordering::Release);
         let hooks = lock(&self.inner.shared.bound_hooks).clone();
         for hook in hooks {
             hook(self, &uid);
@@ -352,6 +395,40 @@ impl<S> Session<S> {
     /// Removes every stored value.
     pub fn clear(&self) {
         lock(&self.inner.data).clear();
+    }
+
+    /// Stores already-serialized shared data under `key` (see
+    /// [`Session::set_shared`]); extensions apply what another node sent with it.
+    pub fn set_shared_raw(&self, key: impl Into<String>, value: Bytes) {
+        let key = key.into();
+        let mut data = lock(&self.inner.shared_data);
+        if data.get(&key) != Some(&value) {
+            data.insert(key, value);
+            self.inner.version.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Removes the shared value under `key`; returns whether there was one.
+    pub fn remove_shared(&self, key: &str) -> bool {
+        let removed = lock(&self.inner.shared_data).remove(key).is_some();
+        if removed {
+            self.inner.version.fetch_add(1, Ordering::Release);
+        }
+        removed
+    }
+
+    /// Every shared value, serialized (what travels with the session).
+    pub fn shared_data(&self) -> Vec<(String, Bytes)> {
+        lock(&self.inner.shared_data)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// A number that changes whenever the uid or the shared data change: an extension resends
+    /// the session's state to another node only when it differs from what it sent last.
+    pub fn state_version(&self) -> u64 {
+        self.inner.version.load(Ordering::Acquire)
     }
 
     /// The peer's address, when the transport has one.

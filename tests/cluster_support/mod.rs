@@ -77,10 +77,25 @@ impl Room {
         self.parked.push(reply);
     }
 
+    /// The shared data the gate set, as this backend sees it.
+    pub fn team(&mut self, s: &Session) -> Result<Option<String>> {
+        Ok(s.get_shared::<String>("team"))
+    }
+
     /// For other nodes only.
     #[handler(internal)]
     pub fn members(&mut self, _s: &Session) -> Result<usize> {
         Ok(self.group.count())
+    }
+}
+
+/// A gate's own component: sets shared session data that travels to the backends.
+pub struct Lobby;
+
+#[component]
+impl Lobby {
+    pub fn team(&mut self, s: &Session, team: String) -> Result<()> {
+        s.set_shared("team", &team)
     }
 }
 
@@ -197,6 +212,7 @@ pub async fn gate_with(id: &'static str, master: &Registry, login: MultiLogin) -
         .multi_login(login)
         .build::<Json>();
     let server = nano::app()
+        .component(Lobby)
         .extension(node.clone())
         .tcp("127.0.0.1:0")
         .start()

@@ -141,6 +141,15 @@ impl<S: Serializer> Backend<S> {
                 *lock(&link.gate_uid) = Some(snap.uid.clone());
                 let _ = session.bind(snap.uid.clone());
             }
+            // The snapshot is the whole shared state: what it lacks was removed.
+            for (key, _) in session.shared_data() {
+                if !snap.data.contains_key(&key) {
+                    session.remove_shared(&key);
+                }
+            }
+            for (key, value) in &snap.data {
+                session.set_shared_raw(key.clone(), value.clone());
+            }
         }
         Some(Target::StandIn(session, link))
     }

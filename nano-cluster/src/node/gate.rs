@@ -19,6 +19,8 @@ struct Forwarded<S> {
     routes: HashMap<Arc<str>, Arc<str>>,
     /// Other members holding a stand-in of the session (reached through another member).
     holders: Vec<Arc<str>>,
+    /// The session's [`state_version`](Session::state_version) last sent to each member.
+    told: HashMap<Arc<str>, u64>,
 }
 
 /// The client sessions that forwarded messages, by session id.
@@ -54,8 +56,8 @@ impl<S: Serializer> Gate<S> {
                 continue;
             }
             told.push(node);
-            if let Some(peer) = state.peers.get(node) {
-                if let Err(e) = peer.link.session_closed(id) {
+            if let Some(link) = state.peers.link(node) {
+                if let Err(e) = link.session_closed(id) {
                     tracing::debug!(session = id, peer = %node, error = %e, "session close not sent");
                 }
             }
@@ -67,6 +69,8 @@ impl<S: Serializer> Gate<S> {
         for f in lock(&self.sessions).values_mut() {
             f.routes.retain(|_, n| &**n != node);
             f.holders.retain(|n| &**n != node);
+            // If it comes back (restarted), it knows nothing of the session.
+            f.told.remove(node);
         }
     }
 
@@ -137,18 +141,29 @@ impl<S: Serializer> Gate<S> {
         session: &Session<S>,
         service: &str,
         route: &str,
-    ) -> Option<NodeLink> {
+    ) -> Option<(NodeLink, bool)> {
         let mut sessions = lock(&self.sessions);
         let entry = sessions.entry(session.id()).or_insert_with(|| Forwarded {
             session: session.clone(),
             routes: HashMap::new(),
             holders: Vec::new(),
+            told: HashMap::new(),
         });
-        let link = sticky_pick(state, &mut entry.routes, session, service, route);
-        if entry.routes.is_empty() && entry.holders.is_empty() {
-            sessions.remove(&session.id());
-        }
-        link
+        let Some(link) = sticky_pick(state, &mut entry.routes, session, service, route) else {
+            if entry.routes.is_empty() && entry.holders.is_empty() {
+                sessions.remove(&session.id());
+            }
+            return None;
+        };
+        // The session's uid and shared data go along when the member has not seen this
+        // version of them yet.
+        let version = session.state_version();
+        // (`sticky_pick` recorded the member for the service.)
+        let stale = match entry.routes.get(service) {
+            Some(node) => entry.told.insert(node.clone(), version) != Some(version),
+            None => true,
+        };
+        Some((link, stale))
     }
 }
 
@@ -162,8 +177,8 @@ pub(crate) fn sticky_pick<S: Serializer>(
     route: &str,
 ) -> Option<NodeLink> {
     if let Some(node) = routes.get(service) {
-        if let Some(peer) = state.peers.get(node) {
-            return Some(peer.link);
+        if let Some(link) = state.peers.link(node) {
+            return Some(link);
         }
     }
     let candidates = state.peers.hosting(service);
@@ -203,19 +218,17 @@ impl<S: Serializer> State<S> {
             return Err(msg);
         }
         let routed = match self.backend.route(self, session, service, route) {
-            Some(stand_in) => stand_in,
+            // A stand-in's state goes along every time (session RPCs are rare).
+            Some(stand_in) => stand_in.map(|(gate, link)| (gate, link, true)),
             None => self
                 .gate
                 .route(self, session, service, route)
-                .map(|link| (String::new(), link)),
+                .map(|(link, stale)| (String::new(), link, stale)),
         };
-        let Some((gate, link)) = routed else {
+        let Some((gate, link, stale)) = routed else {
             return Err(msg);
         };
-        let snapshot = session.uid().map(|uid| proto::SessionSnapshot {
-            uid,
-            data: HashMap::new(),
-        });
+        let snapshot = stale.then(|| snapshot(session));
         let from_node = origin == Origin::Node;
         match msg.kind {
             MessageType::Request => {
@@ -254,6 +267,14 @@ impl<S: Serializer> State<S> {
             _ => return Err(msg),
         }
         Ok(())
+    }
+}
+
+/// What a member needs to know of a session: its uid and shared data.
+pub(crate) fn snapshot<S>(session: &Session<S>) -> proto::SessionSnapshot {
+    proto::SessionSnapshot {
+        uid: session.uid().unwrap_or_default(),
+        data: session.shared_data().into_iter().collect(),
     }
 }
 

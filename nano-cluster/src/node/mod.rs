@@ -357,7 +357,7 @@ impl<S: Serializer> Node<S> {
 
     /// The traffic on the link to peer `id` so far (`None` for an unknown peer).
     pub fn link_stats(&self, id: &str) -> Option<crate::link::LinkStats> {
-        self.state.peers.get(id).map(|p| p.link.stats())
+        self.state.peers.link(id).map(|l| l.stats())
     }
 
     /// Client sessions of this gate that forwarded messages to other nodes, open now.

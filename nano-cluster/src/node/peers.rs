@@ -46,6 +46,11 @@ impl Peers {
         self.read().values().cloned().collect()
     }
 
+    /// The link to member `id`, if it is a member now (the hot path: no member record copied).
+    pub fn link(&self, id: &str) -> Option<NodeLink> {
+        self.read().get(id).map(|p| p.link.clone())
+    }
+
     /// The peer `id`, if it is a member now.
     pub fn get(&self, id: &str) -> Option<Peer> {
         self.read().get(id).cloned()
