@@ -36,15 +36,25 @@
 
 pub use bytes::Bytes;
 pub use nano_core::component::{self, Context, HandlerInfo};
-pub use nano_core::extension;
 pub use nano_core::protocol;
 pub use nano_core::testing;
 pub use nano_core::{
-    Component, Decode, Encode, Engine, EngineBuilder, Envelope, Error, Group, InFlight, Json, Link,
-    OrInternal, Origin, OverLimit, Pipeline, Protobuf, RateLimit, Responder, Result, Scheduler,
-    Serializer, Session, TimerId, WeakEngine, DEFAULT_SCHEDULER,
+    Component, Decode, Encode, Envelope, Error, Group, Json, OrInternal, OverLimit, Pipeline,
+    Protobuf, RateLimit, Responder, Result, Serializer, Session, TimerId, DEFAULT_SCHEDULER,
 };
 pub use nano_macros::component;
+
+/// The plumbing under `nano::app()`, for transports, extensions (a cluster) and tests that
+/// drive an engine directly: the route table and dispatch ([`Engine`](engine::Engine),
+/// [`EngineBuilder`](engine::EngineBuilder)), where sessions' packets go
+/// ([`Link`](engine::Link)), the extension seam, schedulers.
+pub mod engine {
+    pub use nano_core::extension;
+    pub use nano_core::{
+        DispatchError, Engine, EngineBuilder, InFlight, Link, Origin, Scheduler, SendError,
+        WeakEngine,
+    };
+}
 
 /// Gates, backends and discovery: the `nano-cluster` crate (feature `cluster`).
 #[cfg(feature = "cluster")]

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use nano::engine::EngineBuilder;
 use nano::prelude::*;
 use nano::testing::Harness;
-use nano::EngineBuilder;
 
 #[derive(Default)]
 struct Slow {

@@ -9,11 +9,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nano::engine::EngineBuilder;
 use nano::prelude::*;
 use nano::testing::{Harness, TestClient};
-use nano::{
-    Client, ClientError, ClientEvent, EngineBuilder, OverLimit, RateLimit, Server, Transport,
-};
+use nano::{Client, ClientError, ClientEvent, OverLimit, RateLimit, Server, Transport};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::timeout;

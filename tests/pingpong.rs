@@ -13,8 +13,7 @@ use handler::{Ping, Pong, TestHandler};
 
 #[tokio::test]
 async fn echo_and_ping_over_tcp_and_websocket_with_protobuf_and_compressed_routes() {
-    let server = nano::app()
-        .serializer(Protobuf)
+    let server = nano::app_with(Protobuf)
         .component(TestHandler)
         .push_routes(["pong"])
         .tcp("127.0.0.1:0")

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nano::engine::EngineBuilder;
 use nano::prelude::*;
 use nano::testing::Harness;
-use nano::EngineBuilder;
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------------------
@@ -562,7 +562,7 @@ async fn the_dictionary_is_stable_and_offered_in_the_handshake() {
         .component(Echo)
         .build()
         .unwrap();
-    let codes = |e: &nano::Engine| {
+    let codes = |e: &nano::engine::Engine| {
         e.dictionary()
             .iter()
             .map(|(r, c)| (r.to_owned(), c))

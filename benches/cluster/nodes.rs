@@ -109,8 +109,7 @@ async fn start(role: Role, a: &NodeArgs) -> std::io::Result<(SocketAddr, SocketA
     match role {
         Role::MasterPb => {
             let node = settings.as_master().build::<Protobuf>();
-            let server = nano::app()
-                .serializer(Protobuf)
+            let server = nano::app_with(Protobuf)
                 .extension(node.clone())
                 .start()
                 .await?;
@@ -125,8 +124,7 @@ async fn start(role: Role, a: &NodeArgs) -> std::io::Result<(SocketAddr, SocketA
         }
         Role::EchoBackend => {
             let node = member(settings).build::<Protobuf>();
-            let server = nano::app()
-                .serializer(Protobuf)
+            let server = nano::app_with(Protobuf)
                 .component(TestHandler)
                 .push_routes(["pong"])
                 .heartbeat(hb)
@@ -138,8 +136,7 @@ async fn start(role: Role, a: &NodeArgs) -> std::io::Result<(SocketAddr, SocketA
         }
         Role::EchoGate => {
             let node = member(settings).build::<Protobuf>();
-            let server = nano::app()
-                .serializer(Protobuf)
+            let server = nano::app_with(Protobuf)
                 .push_routes(["pong"])
                 .heartbeat(hb)
                 .extension(node.clone())

@@ -54,8 +54,7 @@ pub fn serve_forever(kind: Kind, tcp: &str, ws: &str, heartbeat: u64) -> ! {
         let hb = Some(Duration::from_secs(heartbeat));
         let started: (SocketAddr, SocketAddr, Keep) = match kind {
             Kind::Nano => {
-                let server = nano::app()
-                    .serializer(Protobuf)
+                let server = nano::app_with(Protobuf)
                     .component(TestHandler)
                     .push_routes(["pong"])
                     .heartbeat(hb)

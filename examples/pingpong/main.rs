@@ -89,8 +89,7 @@ fn main() -> std::io::Result<()> {
     if let Some(role) = args.cluster {
         return cluster(role, &args);
     }
-    let app = nano::app()
-        .serializer(Protobuf)
+    let app = nano::app_with(Protobuf)
         .component(TestHandler)
         .push_routes(["pong"])
         .route_compression(args.dict)
@@ -126,8 +125,7 @@ fn cluster(role: Role, args: &Args) -> std::io::Result<()> {
         (None, _) => settings.master(&args.master),
     };
     let node = settings.build::<Protobuf>();
-    let mut app = nano::app()
-        .serializer(Protobuf)
+    let mut app = nano::app_with(Protobuf)
         .push_routes(["pong"])
         .route_compression(args.dict)
         .heartbeat(Some(Duration::from_secs(args.heartbeat)))

@@ -377,8 +377,7 @@ impl TestHandler {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protobuf_request_from_a_proto_file() {
-    let server = nano::app()
-        .serializer(Protobuf)
+    let server = nano::app_with(Protobuf)
         .component(TestHandler)
         .push_routes(["pong"])
         .tcp("127.0.0.1:0")

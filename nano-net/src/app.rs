@@ -1,6 +1,5 @@
 //! The application builder: components, serializer, listeners, settings; then run.
 
-use std::any::Any;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,14 +34,33 @@ pub fn app() -> App<Json> {
     App::new()
 }
 
+/// Starts building an application with serializer `S` (e.g. [`Protobuf`](nano_core::Protobuf)).
+/// The serializer comes first because components, pipelines and extensions are typed by it:
+/// there is no way to change it later, so no setting can be lost to a change.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn demo(handler: impl nano_core::Component<Serializer = nano_core::Protobuf>) -> std::io::Result<()> {
+/// use nano_core::Protobuf;
+///
+/// nano_net::app_with(Protobuf)
+///     .component(handler)
+///     .push_routes(["pong"])
+///     .tcp("127.0.0.1:3250")
+///     .run()
+/// # }
+/// ```
+pub fn app_with<S: Serializer>(_serializer: S) -> App<S> {
+    App::new()
+}
+
 /// An application being configured. `S` is its serializer.
 pub struct App<S = Json> {
     engine: EngineBuilder<S>,
-    components: usize,
     config: ServerConfig,
     listeners: Vec<Listener>,
     http: Vec<HttpHandler>,
-    error: Option<String>,
 }
 
 impl<S: Serializer> Default for App<S> {
@@ -56,36 +74,9 @@ impl<S: Serializer> App<S> {
     pub fn new() -> Self {
         App {
             engine: EngineBuilder::new(),
-            components: 0,
             config: ServerConfig::default(),
             listeners: Vec::new(),
             http: Vec::new(),
-            error: None,
-        }
-    }
-
-    /// Chooses the serializer (reported to clients in the handshake). Call it before
-    /// registering components: components are typed by their serializer.
-    pub fn serializer<S2: Serializer>(self, _serializer: S2) -> App<S2> {
-        let boxed: Box<dyn Any> = Box::new(self);
-        match boxed.downcast::<App<S2>>() {
-            Ok(same) => *same,
-            Err(boxed) => {
-                let Ok(me) = boxed.downcast::<App<S>>() else {
-                    unreachable!("the box holds an App<S>")
-                };
-                let mut next = App::<S2>::new();
-                next.config = me.config;
-                next.listeners = me.listeners;
-                next.http = me.http;
-                next.error = me.error;
-                if me.components > 0 {
-                    next.error = Some(
-                        "serializer() must be called before component(): components are typed by the serializer".into(),
-                    );
-                }
-                next
-            }
         }
     }
 
@@ -93,7 +84,6 @@ impl<S: Serializer> App<S> {
     #[must_use]
     pub fn component<C: Component<Serializer = S>>(mut self, component: C) -> Self {
         self.engine = self.engine.component(component);
-        self.components += 1;
         self
     }
 
@@ -106,7 +96,6 @@ impl<S: Serializer> App<S> {
         scheduler: &str,
     ) -> Self {
         self.engine = self.engine.component_on(component, scheduler);
-        self.components += 1;
         self
     }
 
@@ -120,7 +109,6 @@ impl<S: Serializer> App<S> {
         scheduler: &str,
     ) -> Self {
         self.engine = self.engine.component_named(component, name, scheduler);
-        self.components += 1;
         self
     }
 
@@ -380,11 +368,8 @@ impl<S: Serializer> App<S> {
     ///
     /// # Errors
     ///
-    /// Binding failures, duplicate routes, or `serializer()` called after `component()`.
+    /// Binding failures, duplicate routes, an extension that cannot start.
     pub async fn start(self) -> io::Result<Server<S>> {
-        if let Some(e) = self.error {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
-        }
         let engine = self
             .engine
             .build()

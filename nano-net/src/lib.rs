@@ -42,7 +42,7 @@ mod tls;
 mod transport;
 mod ws;
 
-pub use app::{app, App};
+pub use app::{app, app_with, App};
 pub use client::{
     AnyPushStream, Client, ClientBuilder, ClientError, ClientEvent, HandshakeInfo, PushStream,
 };

@@ -3,7 +3,7 @@
 
 use nano::prelude::*;
 use nano::testing::Harness;
-use nano::EngineBuilder;
+use nano::engine::EngineBuilder;
 use serde_json::{json, Value};
 
 #[derive(Deserialize)]
