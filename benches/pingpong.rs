@@ -51,7 +51,7 @@ mod serve;
 mod wire;
 
 use conn::Target;
-use load::{CaseSpec, LoadSpec, Mode};
+use load::{CaseSpec, LoadSpec};
 use report::{CaseReport, Machine, Ratios, Report};
 use serve::{Kind, ServerProc, WS_PATH};
 
@@ -243,23 +243,13 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
         args.only.clone()
     };
     let want = |s: &str| sections.iter().any(|x| x == s);
-    let mut modes = Vec::new();
-    for m in &args.mode {
-        match m.as_str() {
-            "echo" => modes.push(Mode::Echo),
-            "ping" => modes.push(Mode::Ping),
-            other => {
-                eprintln!("--mode: unknown {other} (echo, ping)");
-                return 2;
-            }
-        }
-    }
-    for t in &args.transport {
-        if t != "tcp" && t != "ws" {
-            eprintln!("--transport: unknown {t} (tcp, ws)");
+    let modes = match load::parse_modes(&args.mode, &args.transport) {
+        Ok(modes) => modes,
+        Err(e) => {
+            eprintln!("{e}");
             return 2;
         }
-    }
+    };
     let machine = Machine {
         cpu_model: procfs::cpu_model(),
         cores,

@@ -19,13 +19,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nano::prelude::*;
 use nano::Transport;
 use nano_cluster::node::{Cluster, Node};
 
-use crate::broadcast::{serializations, Counted, FireReply, ROUTE_PUSH};
+use crate::broadcast::{FireReply, ROUTE_PUSH};
 use crate::handler::TestHandler;
 use crate::serve::{run_child, Keep, WS_PATH};
 
@@ -206,17 +206,7 @@ impl ClusterBcast {
     /// `Bcast.Fire`: broadcasts `Counted { seq }` to the group; reports the link counters
     /// from just before.
     pub fn fire(&mut self, _s: &Session, seq: u64) -> Result<FireReply> {
-        let link_frames = link_frames(&self.node);
-        let before = serializations();
-        let t = Instant::now();
-        self.group.broadcast(ROUTE_PUSH, &Counted { seq })?;
-        let enqueue_us = t.elapsed().as_secs_f64() * 1e6;
-        Ok(FireReply {
-            serializations: serializations() - before,
-            members: self.group.count(),
-            enqueue_us,
-            link_frames,
-        })
+        crate::broadcast::fire(&self.group, seq, link_frames(&self.node))
     }
 
     /// `Bcast.Links`: frames sent so far on this node's links, by peer id.

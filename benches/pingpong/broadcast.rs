@@ -86,17 +86,23 @@ impl Bcast {
 
     /// `Bcast.Fire`: broadcasts `Counted { seq }` to the group.
     pub fn fire(&mut self, _s: &Session, seq: u64) -> Result<FireReply> {
-        let before = serializations();
-        let t = Instant::now();
-        self.group.broadcast(ROUTE_PUSH, &Counted { seq })?;
-        let enqueue_us = t.elapsed().as_secs_f64() * 1e6;
-        Ok(FireReply {
-            serializations: serializations() - before,
-            members: self.group.count(),
-            enqueue_us,
-            link_frames: BTreeMap::new(),
-        })
+        fire(&self.group, seq, BTreeMap::new())
     }
+}
+
+/// Broadcasts `Counted { seq }` to `group`, timing it and counting its serializations;
+/// `link_frames` are the caller's node-link counters from just before.
+pub fn fire(group: &Group, seq: u64, link_frames: BTreeMap<String, u64>) -> Result<FireReply> {
+    let before = serializations();
+    let t = Instant::now();
+    group.broadcast(ROUTE_PUSH, &Counted { seq })?;
+    let enqueue_us = t.elapsed().as_secs_f64() * 1e6;
+    Ok(FireReply {
+        serializations: serializations() - before,
+        members: group.count(),
+        enqueue_us,
+        link_frames,
+    })
 }
 
 /// Starts the broadcast server (child process side).

@@ -532,3 +532,21 @@ fn is_thrice(got: &str, content: &str) -> bool {
             .chunks(content.len().max(1))
             .all(|c| c == content.as_bytes())
 }
+
+/// The load modes and transports named on the command line (`--mode`, `--transport`); the
+/// error names the first unknown one.
+pub fn parse_modes(modes: &[String], transports: &[String]) -> Result<Vec<Mode>, String> {
+    for t in transports {
+        if t != "tcp" && t != "ws" {
+            return Err(format!("--transport: unknown {t} (tcp, ws)"));
+        }
+    }
+    modes
+        .iter()
+        .map(|m| match m.as_str() {
+            "echo" => Ok(Mode::Echo),
+            "ping" => Ok(Mode::Ping),
+            other => Err(format!("--mode: unknown {other} (echo, ping)")),
+        })
+        .collect()
+}
