@@ -120,6 +120,15 @@ async fn a_backend_kicks_through_the_gate_and_an_unanswered_request_hits_the_dea
     );
     let (_, _, uid) = next_closed(&mut closed).await;
     assert_eq!(uid.as_deref(), Some("bob"));
+
+    // The backend closes another session: no Kick, the connection ends, the callback runs.
+    let c = client(&gate).await;
+    let _: String = c.request("Room.Join", &"bea").await.unwrap();
+    c.notify("Room.Leave", &json!({})).await.unwrap();
+    let event = timeout(T, c.closed()).await.expect("closed in time");
+    assert_eq!(event, ClientEvent::Disconnected);
+    let (_, _, uid) = next_closed(&mut closed).await;
+    assert_eq!(uid.as_deref(), Some("bea"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

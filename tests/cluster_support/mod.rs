@@ -72,6 +72,12 @@ impl Room {
         Ok(())
     }
 
+    /// Closes the session without a Kick (a notify).
+    pub fn leave(&mut self, s: &Session) -> Result<()> {
+        s.close();
+        Ok(())
+    }
+
     /// Never answers (until the node stops).
     pub fn hang(&mut self, _s: &Session, reply: Responder<()>) {
         self.parked.push(reply);
