@@ -113,6 +113,24 @@ impl<S: Serializer> App<S> {
     }
 
     /// Adds pipeline interceptors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nano_core::{Envelope, Session};
+    ///
+    /// // Refuse every message until the session is bound to a user, except the login.
+    /// let app = nano_net::app().pipeline(|p| {
+    ///     p.inbound.push_back(|s: &Session, m: &Envelope<'_>| {
+    ///         if s.uid().is_some() || m.route == Some("Auth.Login") {
+    ///             Ok(())
+    ///         } else {
+    ///             Err(nano_core::Error::forbidden("log in first"))
+    ///         }
+    ///     });
+    /// });
+    /// # drop(app);
+    /// ```
     #[must_use]
     pub fn pipeline(mut self, f: impl FnOnce(&mut Pipeline<S>)) -> Self {
         f(self.engine.pipeline_mut());
@@ -120,6 +138,13 @@ impl<S: Serializer> App<S> {
     }
 
     /// Adds push routes to the route dictionary.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let app = nano_net::app().push_routes(["onMessage", "onMembers"]);
+    /// # drop(app);
+    /// ```
     #[must_use]
     pub fn push_routes<I: IntoIterator<Item = impl Into<String>>>(mut self, routes: I) -> Self {
         self.engine = self.engine.push_routes(routes);
@@ -165,6 +190,14 @@ impl<S: Serializer> App<S> {
     /// Heartbeat interval (default 30 s); `None` disables heartbeats and the liveness check.
     /// The handshake announces whole seconds: a fractional interval is rounded up to the next
     /// second (with a warning at start), and the server sweeps at that announced interval.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let app = nano_net::app().heartbeat(Some(Duration::from_secs(10)));
+    /// # drop(app);
+    /// ```
     #[must_use]
     pub fn heartbeat(mut self, interval: Option<Duration>) -> Self {
         self.config.heartbeat = interval.filter(|d| !d.is_zero());
@@ -249,6 +282,23 @@ impl<S: Serializer> App<S> {
 
     /// Validates client handshakes; a refusal is answered with its code, then the connection
     /// closes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nano_net::HandshakeRefusal;
+    ///
+    /// // Only clients of version 1.x (pomelo's 501 "version not supported" otherwise).
+    /// let app = nano_net::app().handshake_validator(|req| {
+    ///     let version = req.sys["version"].as_str().unwrap_or("");
+    ///     if version.starts_with("1.") {
+    ///         Ok(())
+    ///     } else {
+    ///         Err(HandshakeRefusal { code: 501, reason: "version not supported".into() })
+    ///     }
+    /// });
+    /// # drop(app);
+    /// ```
     #[must_use]
     pub fn handshake_validator(
         mut self,
@@ -259,12 +309,30 @@ impl<S: Serializer> App<S> {
     }
 
     /// Listens for raw TCP clients (shorthand for `listen(Listener::tcp(addr))`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn demo() -> std::io::Result<()> {
+    /// nano_net::app().tcp("127.0.0.1:3250").websocket("127.0.0.1:3251", "/nano").run()
+    /// # }
+    /// ```
     #[must_use]
     pub fn tcp(self, addr: impl Into<String>) -> Self {
         self.listen(Listener::tcp(addr))
     }
 
     /// Listens for TCP clients over TLS.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use nano_net::TlsConfig;
+    /// let tls = TlsConfig::from_pem_files("cert.pem", "key.pem")?;
+    /// nano_net::app().tcp_tls("0.0.0.0:3250", tls).run()?;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn tcp_tls(self, addr: impl Into<String>, tls: TlsConfig) -> Self {
         self.listen(Listener::tcp(addr).tls(tls))
@@ -308,6 +376,15 @@ impl<S: Serializer> App<S> {
     /// across all listeners; more are closed at once. Off by default (see
     /// [`PerIpLimits`](crate::PerIpLimits) for why). Behind a PROXY-protocol listener the
     /// client is the one the header names.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let app = nano_net::app()
+    ///     .max_connections_per_ip(50)
+    ///     .connection_rate_per_ip(5.0, 20);
+    /// # drop(app);
+    /// ```
     #[must_use]
     pub fn max_connections_per_ip(mut self, n: u32) -> Self {
         self.config.per_ip.max_connections = Some(n.max(1));
@@ -332,6 +409,17 @@ impl<S: Serializer> App<S> {
     }
 
     /// Answers plain HTTP requests on the WebSocket ports (go-nano's `WithHTTPHandler`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nano_net::HttpResponse;
+    ///
+    /// let app = nano_net::app()
+    ///     .http_handler(|req| (req.path == "/health").then(|| HttpResponse::ok("text/plain", "ok")))
+    ///     .websocket("127.0.0.1:3250", "/nano");
+    /// # drop(app);
+    /// ```
     #[must_use]
     pub fn http_handler(
         mut self,
@@ -358,6 +446,16 @@ impl<S: Serializer> App<S> {
     /// Adds an [`Extension`](nano_core::extension::Extension): started after the engine,
     /// offered the messages whose route no local component serves, stopped once the
     /// connections ended at shutdown. A cluster node (`nano-cluster`) is one.
+    ///
+    /// # Examples
+    ///
+    /// A cluster gate (see `nano_cluster::node::Cluster`):
+    ///
+    /// ```text
+    /// let gate = Cluster::new("gate-1").master("127.0.0.1:34560").build::<Json>();
+    /// nano::app().extension(gate).websocket("127.0.0.1:34590", "/nano").run()
+    /// ```
+    #[must_use]
     pub fn extension(mut self, extension: Arc<dyn nano_core::extension::Extension<S>>) -> Self {
         self.engine = self.engine.extension(extension);
         self
