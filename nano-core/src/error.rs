@@ -21,8 +21,12 @@ pub const CODE_CLOSED: &str = "NANO-410";
 pub const CODE_TOO_MANY_REQUESTS: &str = "NANO-429";
 /// `NANO-500`: the handler failed or panicked.
 pub const CODE_INTERNAL: &str = "NANO-500";
-/// `NANO-503`: the server is shutting down or a component is gone.
+/// `NANO-503`: the server is shutting down or a component is gone (in a cluster: the node
+/// serving the route is unavailable).
 pub const CODE_UNAVAILABLE: &str = "NANO-503";
+/// `NANO-504`: in a cluster, the node serving the route did not answer within the forward
+/// deadline.
+pub const CODE_DEADLINE_EXCEEDED: &str = "NANO-504";
 
 /// A client-visible error: a stable string code, a human-readable message and string metadata.
 ///
@@ -119,6 +123,11 @@ impl Error {
     /// `NANO-503`: the server is shutting down.
     pub fn unavailable(msg: impl Into<String>) -> Self {
         Self::new(CODE_UNAVAILABLE, msg)
+    }
+
+    /// `NANO-504`: no answer within a deadline (a request forwarded to another node).
+    pub fn deadline_exceeded(msg: impl Into<String>) -> Self {
+        Self::new(CODE_DEADLINE_EXCEEDED, msg)
     }
 
     /// Adds one metadata entry (sent to the client with the error).

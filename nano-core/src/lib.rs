@@ -48,8 +48,9 @@ pub use engine::{
     BuildError, DispatchError, Engine, EngineBuilder, Origin, WeakEngine, DEFAULT_SCHEDULER,
 };
 pub use error::{
-    Error, OrInternal, Result, CODE_BAD_REQUEST, CODE_CLOSED, CODE_FORBIDDEN, CODE_INTERNAL,
-    CODE_NOT_FOUND, CODE_TOO_MANY_REQUESTS, CODE_UNAVAILABLE, INTERNAL_MESSAGE,
+    Error, OrInternal, Result, CODE_BAD_REQUEST, CODE_CLOSED, CODE_DEADLINE_EXCEEDED,
+    CODE_FORBIDDEN, CODE_INTERNAL, CODE_NOT_FOUND, CODE_TOO_MANY_REQUESTS, CODE_UNAVAILABLE,
+    INTERNAL_MESSAGE,
 };
 pub use group::Group;
 pub use link::{Link, SendError};

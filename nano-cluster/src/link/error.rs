@@ -3,12 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use nano_core::CODE_UNAVAILABLE;
-
-/// `NANO-504`: a request forwarded to another node was not answered within its deadline.
-///
-/// Defined here until it moves into `nano_core::error` next to the other codes.
-pub const CODE_DEADLINE_EXCEEDED: &str = "NANO-504";
+pub use nano_core::{CODE_DEADLINE_EXCEEDED, CODE_UNAVAILABLE};
 
 /// Why a request or a send on a [`NodeLink`](super::NodeLink) failed.
 ///

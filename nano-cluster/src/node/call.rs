@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use super::picker::PickContext;
 use super::{lock, Node, State};
-use crate::link::{proto, NodeLink, CODE_DEADLINE_EXCEEDED};
+use crate::link::{proto, NodeLink};
 
 /// Where the answer of a call goes.
 type Reply = Box<dyn FnOnce(Result<Bytes, Error>) + Send>;
@@ -243,10 +243,9 @@ async fn call_here<S: Serializer>(
     match tokio::time::timeout(deadline, rx).await {
         Ok(Ok(r)) => r,
         Ok(Err(_)) => Err(Error::internal("the call was dropped without an answer")),
-        Err(_) => Err(Error::new(
-            CODE_DEADLINE_EXCEEDED.to_owned(),
-            format!("no answer within {deadline:?}"),
-        )),
+        Err(_) => Err(Error::deadline_exceeded(format!(
+            "no answer within {deadline:?}"
+        ))),
     }
 }
 
