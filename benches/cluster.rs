@@ -46,6 +46,8 @@ mod broadcast;
 #[path = "pingpong/conn.rs"]
 #[allow(dead_code)]
 mod conn;
+#[path = "pingpong/driver.rs"]
+mod driver;
 #[path = "pingpong/load.rs"]
 mod load;
 #[path = "pingpong/procfs.rs"]
@@ -72,6 +74,7 @@ mod nodes;
 
 use broadcast::BroadcastResult;
 use conn::Target;
+use driver::Profile;
 use load::{CaseSpec, LoadResult, LoadSpec, Mode};
 use nodes::{NodeArgs, Role};
 use report::{CaseReport, Machine, Ratios};
@@ -159,22 +162,6 @@ struct Args {
     filters: Vec<String>,
 }
 
-/// Quick or full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Profile {
-    Quick,
-    Full,
-}
-
-impl Profile {
-    fn name(self) -> &'static str {
-        match self {
-            Profile::Quick => "quick",
-            Profile::Full => "full",
-        }
-    }
-}
-
 fn main() {
     let args = Args::parse();
     if let Some(kind) = &args.serve {
@@ -200,31 +187,11 @@ fn main() {
             }
         }
     }
-    let profile = if args.full {
-        Profile::Full
-    } else if args.quick {
-        Profile::Quick
-    } else {
-        match std::env::var("NANO_BENCH").as_deref() {
-            Ok("full") => Profile::Full,
-            Ok("quick") | Ok("") | Err(_) => Profile::Quick,
-            Ok(other) => {
-                eprintln!("NANO_BENCH={other}: expected quick or full; running quick");
-                Profile::Quick
-            }
-        }
-    };
-    let nofile = procfs::raise_nofile_limit();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = args.client_threads.unwrap_or(cores).max(1);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .expect("client runtime");
-    let code = rt.block_on(drive(args, profile, nofile, cores, threads));
-    rt.shutdown_timeout(Duration::from_secs(1));
-    std::process::exit(code);
+    let profile = Profile::choose(args.full, args.quick);
+    let client_threads = args.client_threads;
+    driver::run_client(client_threads, |nofile, cores, threads| {
+        drive(args, profile, nofile, cores, threads)
+    })
 }
 
 /// Loopback source addresses to spread many connections over (127.0.0.2 … 127.0.0.9).

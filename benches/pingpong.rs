@@ -35,6 +35,8 @@ mod handler;
 mod broadcast;
 #[path = "pingpong/conn.rs"]
 mod conn;
+#[path = "pingpong/driver.rs"]
+mod driver;
 #[path = "pingpong/load.rs"]
 mod load;
 #[path = "pingpong/procfs.rs"]
@@ -51,6 +53,7 @@ mod serve;
 mod wire;
 
 use conn::Target;
+use driver::Profile;
 use load::{CaseSpec, LoadSpec};
 use report::{CaseReport, Machine, Ratios, Report};
 use serve::{Kind, ServerProc, WS_PATH};
@@ -157,13 +160,6 @@ struct Args {
     filters: Vec<String>,
 }
 
-/// Quick or full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Profile {
-    Quick,
-    Full,
-}
-
 fn main() {
     let args = Args::parse();
     if let Some(kind) = &args.serve {
@@ -173,31 +169,11 @@ fn main() {
         };
         serve::serve_forever(kind, &args.tcp, &args.ws, args.heartbeat);
     }
-    let profile = if args.full {
-        Profile::Full
-    } else if args.quick {
-        Profile::Quick
-    } else {
-        match std::env::var("NANO_BENCH").as_deref() {
-            Ok("full") => Profile::Full,
-            Ok("quick") | Ok("") | Err(_) => Profile::Quick,
-            Ok(other) => {
-                eprintln!("NANO_BENCH={other}: expected quick or full; running quick");
-                Profile::Quick
-            }
-        }
-    };
-    let nofile = procfs::raise_nofile_limit();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = args.client_threads.unwrap_or(cores).max(1);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .expect("client runtime");
-    let code = rt.block_on(drive(args, profile, nofile, cores, threads));
-    rt.shutdown_timeout(Duration::from_secs(1));
-    std::process::exit(code);
+    let profile = Profile::choose(args.full, args.quick);
+    let client_threads = args.client_threads;
+    driver::run_client(client_threads, |nofile, cores, threads| {
+        drive(args, profile, nofile, cores, threads)
+    })
 }
 
 fn resolve(addr: &str) -> SocketAddr {

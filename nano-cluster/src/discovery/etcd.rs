@@ -139,11 +139,11 @@ impl Discovery for Etcd {
     }
 
     fn members(&self) -> Vec<Member> {
-        self.inner.view.borrow().members.values().cloned().collect()
+        view::members(&self.inner.view)
     }
 
     fn is_registered(&self) -> bool {
-        self.inner.view.borrow().registered
+        view::registered(&self.inner.view)
     }
 
     fn watch(&self) -> Watch {

@@ -33,6 +33,16 @@ pub(crate) fn channel() -> ViewTx {
 }
 
 /// Changes `tx`'s view with `f`, notifying watchers only if something changed.
+/// The members in a view (the `Discovery::members` of every implementation).
+pub(crate) fn members(tx: &ViewTx) -> Vec<Member> {
+    tx.borrow().members.values().cloned().collect()
+}
+
+/// Whether a view says this node holds its lease.
+pub(crate) fn registered(tx: &ViewTx) -> bool {
+    tx.borrow().registered
+}
+
 pub(crate) fn update(tx: &ViewTx, f: impl FnOnce(&mut View)) {
     tx.send_if_modified(|view| {
         let mut next = View::clone(view);
