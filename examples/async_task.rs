@@ -81,11 +81,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .with_env_filter("info")
         .init();
-    let server = nano::app()
+    let mut app = nano::app()
         .component(PlayerManager::default())
-        .tcp("127.0.0.1:0")
-        .start()
-        .await?;
+        .tcp("127.0.0.1:0");
+    // `--admin ADDR`: metrics and the monitor page while the bots run.
+    if let Some(addr) = std::env::args().skip_while(|a| a != "--admin").nth(1) {
+        app = app.admin(addr);
+    }
+    let server = app.start().await?;
+    if let Some(admin) = server.admin_addr() {
+        println!("admin http://{admin}/debug/nano/node");
+    }
     let addr = server.addr(Transport::Tcp).ok_or("no tcp address")?;
 
     let mut bots = Vec::new();

@@ -63,7 +63,15 @@ async fn run(parallel: bool) -> Result<Duration, Box<dyn std::error::Error>> {
             &scheduler,
         );
     }
+    // `--admin ADDR`: metrics and the monitor page while the bots play (the second run
+    // binds it again once the first has shut down).
+    if let Some(addr) = std::env::args().skip_while(|a| a != "--admin").nth(1) {
+        app = app.admin(addr);
+    }
     let server = app.start().await?;
+    if let Some(admin) = server.admin_addr() {
+        println!("admin http://{admin}/debug/nano/node");
+    }
     let addr = server.addr(Transport::Tcp).ok_or("no tcp address")?;
     let started = Instant::now();
     let mut bots = Vec::new();

@@ -46,6 +46,8 @@ struct Args {
     /// Seconds between room-stats log lines.
     #[arg(long, default_value_t = 60)]
     stats: u64,
+    #[command(flatten)]
+    admin: common::AdminArgs,
 }
 
 static PAGES: &[(&str, &[u8])] = &[
@@ -69,5 +71,5 @@ fn main() -> std::io::Result<()> {
         .http_embedded(PAGES)
         .websocket(args.addr, &args.ws_path)
         .tcp(args.tcp);
-    common::serve(app, true, &args.ws_path)
+    common::serve(args.admin.apply(app), true, &args.ws_path)
 }

@@ -105,6 +105,8 @@ struct NodeArgs {
     /// The etcd key prefix of this cluster.
     #[arg(long, default_value = "/nano/cluster/")]
     etcd_prefix: String,
+    #[command(flatten)]
+    admin: common::AdminArgs,
 }
 
 static PAGES: &[(&str, &[u8])] = &[
@@ -132,10 +134,11 @@ fn discover(node: Cluster, master: String, args: &NodeArgs) -> std::io::Result<C
 }
 
 fn app(args: &NodeArgs, node: &std::sync::Arc<Node<Json>>) -> nano::App<Json> {
-    nano::app()
+    let app = nano::app()
         .heartbeat(Some(Duration::from_secs(args.heartbeat)))
         .push_routes(["onMembers", "onNewUser", "onMessage", "onBalance"])
-        .extension(node.clone())
+        .extension(node.clone());
+    args.admin.apply(app)
 }
 
 fn main() -> std::io::Result<()> {

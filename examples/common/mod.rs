@@ -13,10 +13,29 @@ pub fn init_tracing() {
         .init();
 }
 
+/// The `--admin ADDR` flag every example server takes: the admin listener (`/metrics`, the
+/// monitor page `/debug/nano/node`, `/debug/nano/node.json`) on that address.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AdminArgs {
+    /// Serve metrics and the monitor page on this address (e.g. 127.0.0.1:9250)
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+}
+
+impl AdminArgs {
+    /// `app` with its admin listener, when the flag was given.
+    pub fn apply<S: Serializer>(&self, app: App<S>) -> App<S> {
+        match &self.admin {
+            Some(addr) => app.admin(addr.clone()),
+            None => app,
+        }
+    }
+}
+
 /// Starts `app` on a new runtime, prints where it listens, and serves until a shutdown signal.
 ///
 /// Printed, in this order: `open http://ADDR/web/` when `page` is set, `tcp ADDR`,
-/// `ws ws://ADDR<ws_path>`.
+/// `ws ws://ADDR<ws_path>`, `admin http://ADDR/debug/nano/node` with an admin listener.
 #[allow(dead_code)] // the cluster example serves nodes only
 pub fn serve<S: Serializer>(app: App<S>, page: bool, ws_path: &str) -> std::io::Result<()> {
     serve_then(app, page, ws_path, || {})
@@ -56,6 +75,9 @@ fn serve_then<S: Serializer>(
         }
         if let Some(ws) = ws {
             println!("ws ws://{ws}{ws_path}");
+        }
+        if let Some(admin) = server.admin_addr() {
+            println!("admin http://{admin}/debug/nano/node");
         }
         server.run_until_signal().await;
         Ok(())

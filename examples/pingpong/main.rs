@@ -73,6 +73,11 @@ struct Args {
     /// The etcd key prefix of this cluster.
     #[arg(long, default_value = "/nano/pingpong/")]
     etcd_prefix: String,
+    /// Keep metrics without an admin listener (what the bench's "metrics on" runs measure).
+    #[arg(long)]
+    metrics: bool,
+    #[command(flatten)]
+    admin: common::AdminArgs,
 }
 
 /// A cluster node's role.
@@ -95,8 +100,9 @@ fn main() -> std::io::Result<()> {
         .route_compression(args.dict)
         .heartbeat(Some(Duration::from_secs(args.heartbeat)))
         .tcp(args.tcp)
-        .websocket(args.ws, &args.ws_path);
-    common::serve(app, false, &args.ws_path)
+        .websocket(args.ws.clone(), &args.ws_path)
+        .metrics(args.metrics);
+    common::serve(args.admin.apply(app), false, &args.ws_path)
 }
 
 /// One node of a pingpong cluster.
@@ -135,5 +141,6 @@ fn cluster(role: Role, args: &Args) -> std::io::Result<()> {
         Role::Gate => app = app.tcp(&args.tcp).websocket(&args.ws, &args.ws_path),
         Role::Master => {}
     }
+    let app = args.admin.apply(app.metrics(args.metrics));
     common::serve_node(app, node, false, &args.ws_path)
 }

@@ -73,6 +73,8 @@ struct Args {
     /// Heartbeat interval in seconds.
     #[arg(long, default_value_t = 30)]
     heartbeat: u64,
+    #[command(flatten)]
+    admin: common::AdminArgs,
 }
 
 static PAGES: &[(&str, &[u8])] = &[
@@ -92,5 +94,5 @@ fn main() -> std::io::Result<()> {
         .heartbeat(Some(Duration::from_secs(args.heartbeat)))
         .http_embedded(PAGES)
         .websocket(args.addr, "/nano");
-    common::serve(app, true, "/nano")
+    common::serve(args.admin.apply(app), true, "/nano")
 }

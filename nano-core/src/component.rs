@@ -34,6 +34,26 @@ pub struct HandlerInfo {
     /// Whether only other cluster nodes may call it (`#[handler(internal)]`): a client gets
     /// `NANO-404`, as if the route did not exist.
     pub internal: bool,
+    /// The payload argument's type as written (`JoinRequest`, `Bytes`); empty without one.
+    pub payload_type: &'static str,
+    /// The type a request is answered with (`R` of `Result<R>` or of `Responder<R>`, `()` for an
+    /// empty answer).
+    pub response_type: &'static str,
+}
+
+impl HandlerInfo {
+    /// How the handler answers: `"sync"` (returns its answer), `"async"` (an `async fn`) or
+    /// `"deferred"` (through a [`Responder`](crate::Responder)). Every handler can be called
+    /// by a request or a notify.
+    pub fn kind(&self) -> &'static str {
+        if self.deferred {
+            "deferred"
+        } else if self.is_async {
+            "async"
+        } else {
+            "sync"
+        }
+    }
 }
 
 /// A decoded payload on its way to the scheduler.

@@ -79,6 +79,12 @@ pub trait Extension<S: Serializer>: Send + Sync + 'static {
         0
     }
 
+    /// The extension's name and state for the monitor page (`/debug/nano/node`): a cluster
+    /// node's id, members and links. `None` (the default): nothing to show.
+    fn describe(&self) -> Option<(&'static str, serde_json::Value)> {
+        None
+    }
+
     /// Stops the extension. A server calls it at graceful shutdown once its connections have
     /// ended (their sessions closed), before the engine's `shutdown` hooks.
     fn stop(&self) -> BoxFuture<'_, ()> {

@@ -1,6 +1,7 @@
 //! Groups: named sets of sessions that receive broadcasts together.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::{Bytes, BytesMut};
@@ -62,22 +63,38 @@ struct State<S> {
     snapshot: Option<Arc<[Session<S>]>>,
 }
 
+/// Groups alive in this process, and their members, for the metrics.
+static LIVE_GROUPS: AtomicUsize = AtomicUsize::new(0);
+static LIVE_MEMBERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Groups alive in this process and the members of all of them.
+pub(crate) fn census() -> (usize, usize) {
+    (
+        LIVE_GROUPS.load(Ordering::Relaxed),
+        LIVE_MEMBERS.load(Ordering::Relaxed),
+    )
+}
+
 impl<S> State<S> {
     fn insert(&mut self, session: &Session<S>) {
         self.snapshot = None;
-        self.members.insert(session.id(), session.clone());
+        if self.members.insert(session.id(), session.clone()).is_none() {
+            LIVE_MEMBERS.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn remove(&mut self, session_id: u64) -> bool {
         let removed = self.members.remove(&session_id).is_some();
         if removed {
             self.snapshot = None;
+            LIVE_MEMBERS.fetch_sub(1, Ordering::Relaxed);
         }
         removed
     }
 
     fn take(&mut self) -> BTreeMap<u64, Session<S>> {
         self.snapshot = None;
+        LIVE_MEMBERS.fetch_sub(self.members.len(), Ordering::Relaxed);
         std::mem::take(&mut self.members)
     }
 
@@ -85,6 +102,14 @@ impl<S> State<S> {
         self.snapshot
             .get_or_insert_with(|| self.members.values().cloned().collect())
             .clone()
+    }
+}
+
+impl<S> Drop for GroupInner<S> {
+    fn drop(&mut self) {
+        LIVE_GROUPS.fetch_sub(1, Ordering::Relaxed);
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        LIVE_MEMBERS.fetch_sub(state.members.len(), Ordering::Relaxed);
     }
 }
 
@@ -106,6 +131,7 @@ impl<S: Send + 'static> Membership for GroupInner<S> {
 impl<S: Serializer> Group<S> {
     /// An empty group.
     pub fn new(name: impl Into<String>) -> Self {
+        LIVE_GROUPS.fetch_add(1, Ordering::Relaxed);
         Group {
             inner: Arc::new(GroupInner {
                 name: name.into(),

@@ -28,6 +28,7 @@ mod error;
 pub mod extension;
 mod group;
 mod link;
+pub mod metrics;
 mod pipeline;
 #[doc(hidden)]
 pub mod private;
@@ -45,7 +46,8 @@ pub use private as __private;
 
 pub use component::{Component, Context, HandlerInfo};
 pub use engine::{
-    BuildError, DispatchError, Engine, EngineBuilder, Origin, WeakEngine, DEFAULT_SCHEDULER,
+    BuildError, DispatchError, Engine, EngineBuilder, Origin, RouteEntry, WeakEngine,
+    DEFAULT_SCHEDULER,
 };
 pub use error::{
     Error, OrInternal, Result, CODE_BAD_REQUEST, CODE_CLOSED, CODE_DEADLINE_EXCEEDED,

@@ -123,7 +123,7 @@ where
                 r.encode(w.payload_mut())?;
                 Ok(w)
             });
-            reply.session().respond(id, out);
+            respond(&reply, id, out);
         }
         None => finish(reply, result.map(drop).map_err(Into::into)),
     }
@@ -154,19 +154,30 @@ where
                 w.payload_mut().extend_from_slice(r.as_slice());
                 w
             });
-            reply.session().respond(id, out);
+            respond(&reply, id, out);
         }
         None => finish(reply, result.map(drop).map_err(Into::into)),
     }
 }
 
+/// Sends the answer to request `id`, noting an error for the message's metrics and span.
+fn respond<S: Serializer>(reply: &ReplyTo<'_, S>, id: u64, out: Result<DataPacketWriter, Error>) {
+    if let Err(e) = &out {
+        reply.message.failed(e.code());
+    }
+    reply.session().respond(id, out);
+}
+
 fn finish<S: Serializer>(reply: ReplyTo<'_, S>, result: Result<(), Error>) {
     match (reply.id, result) {
-        (Some(id), r) => reply
-            .session()
-            .respond(id, r.map(|()| DataPacketWriter::response(id, false))),
+        (Some(id), r) => respond(
+            &reply,
+            id,
+            r.map(|()| DataPacketWriter::response(id, false)),
+        ),
         (None, Ok(())) => {}
         (None, Err(e)) => {
+            reply.message.failed(e.code());
             tracing::warn!(session = reply.session().id(), error = %e, "notify handler failed");
         }
     }

@@ -226,6 +226,11 @@ impl Scheduler {
         &self.core.name
     }
 
+    /// How many jobs wait in its queue now.
+    pub fn queued(&self) -> usize {
+        self.core.queue.len()
+    }
+
     /// Submits a job in `lane`; it runs after every job submitted before it in that lane.
     /// Returns false when the scheduler has stopped.
     pub(crate) fn enqueue(&self, lane: Lane, slot: usize, job: Job) -> bool {

@@ -20,6 +20,7 @@ mod inflight;
 
 pub use inflight::InFlight;
 use inflight::Limit;
+pub(crate) use inflight::Outcome;
 
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -73,6 +74,8 @@ struct Inner<S> {
     shared_data: Mutex<std::collections::BTreeMap<String, Bytes>>,
     /// Bumped whenever the uid or the shared data change (what a cluster gate resends).
     version: AtomicU64,
+    /// The id of the last request the client sent (0: none yet), for the monitor page.
+    last_message_id: AtomicU64,
 }
 
 impl<S> Clone for Session<S> {
@@ -120,6 +123,7 @@ impl<S: Serializer> Session<S> {
                 rate: OnceLock::new(),
                 shared_data: Mutex::new(std::collections::BTreeMap::new()),
                 version: AtomicU64::new(0),
+                last_message_id: AtomicU64::new(0),
             }),
         }
     }
@@ -456,6 +460,16 @@ impl<S> Session<S> {
         } else if !self.inner.uses_dict.load(Ordering::Relaxed) {
             self.inner.uses_dict.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// The id of the last request the client sent; 0 before the first.
+    pub fn last_message_id(&self) -> u64 {
+        self.inner.last_message_id.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn note_message_id(&self, id: u64) {
+        self.inner.last_message_id.store(id, Ordering::Relaxed);
     }
 
     /// Whether the session has been closed (by either side).

@@ -28,6 +28,8 @@ pub(crate) struct Shared<S> {
     pub session_id_base: u64,
     /// The engine, for [`Session::rpc`]; set once built.
     pub engine: std::sync::OnceLock<crate::WeakEngine<S>>,
+    /// The application's metrics, when they are on.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl<S> Default for Shared<S> {
@@ -41,6 +43,7 @@ impl<S> Default for Shared<S> {
             max_inflight: 64,
             session_id_base: 0,
             engine: std::sync::OnceLock::new(),
+            metrics: None,
         }
     }
 }

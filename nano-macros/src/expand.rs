@@ -63,6 +63,23 @@ fn private_path(component: &Component) -> TokenStream {
     }
 }
 
+/// A type as the user wrote it, for the route table (`Vec<u8>`, `proto::Join`): its tokens
+/// without the spaces the token printer puts between them (`dyn Trait` keeps its space).
+fn type_name(ty: &syn::Type) -> String {
+    let printed = quote!(#ty).to_string();
+    let mut out = String::with_capacity(printed.len());
+    let mut prev_word = false;
+    for token in printed.split(' ') {
+        let word = token.starts_with(|c: char| c.is_alphanumeric() || c == '_');
+        if prev_word && word {
+            out.push(' ');
+        }
+        out.push_str(token);
+        prev_word = token.ends_with(|c: char| c.is_alphanumeric() || c == '_');
+    }
+    out
+}
+
 /// The generated `impl Component`.
 pub fn generate(component: &Component) -> TokenStream {
     let private = &private_path(component);
@@ -82,6 +99,12 @@ pub fn generate(component: &Component) -> TokenStream {
         let takes_context = h.context().is_some();
         let deferred = h.takes_responder();
         let internal = h.attrs.internal.is_some() || component.attrs.internal.is_some();
+        let payload_type = payload.map(|p| type_name(p.ty())).unwrap_or_default();
+        let response_type = match h.reply().or_else(|| h.responder()) {
+            Some(Reply::Unit) => "()".to_owned(),
+            Some(Reply::Raw(ty) | Reply::Typed(ty)) => type_name(ty),
+            None => String::new(),
+        };
         quote! {
             #private::HandlerInfo {
                 name: #handler_name,
@@ -92,6 +115,8 @@ pub fn generate(component: &Component) -> TokenStream {
                 takes_context: #takes_context,
                 deferred: #deferred,
                 internal: #internal,
+                payload_type: #payload_type,
+                response_type: #response_type,
             }
         }
     });

@@ -10,20 +10,23 @@
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use nano_core::protocol::{Packet, PacketCodec, PacketType};
 use nano_core::{Link, SendError, Serializer, Session};
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
+use crate::admin::metrics::NetMetrics;
 use crate::config::{FullQueuePolicy, HandshakeRequest, ServerConfig};
 use crate::ctx::ServerCtx;
 use crate::outbox::{Outbox, PushError};
+use crate::server::Transport;
 use crate::transport::{bounded_write, PacketSink, PacketSource, Progress, Stalled};
 
 /// How the connection should end.
@@ -53,11 +56,33 @@ pub(crate) struct ConnState {
     reported: AtomicBool,
     remote: SocketAddr,
     policy: FullQueuePolicy,
+    transport: Transport,
+    /// When the connection was accepted (wall clock, for the monitor page) ...
+    connected_at: SystemTime,
+    /// ... and on the monotonic clock, which `last_read_ms` counts from.
+    since: std::time::Instant,
+    /// When bytes last arrived, in milliseconds since `since`.
+    last_read_ms: AtomicU64,
+    /// Why the connection ended: the first cause noted wins.
+    cause: OnceLock<&'static str>,
+    /// The server's transport metrics, when they are on.
+    metrics: Option<Arc<NetMetrics>>,
 }
 
 impl ConnState {
-    fn new(config: &ServerConfig, remote: SocketAddr) -> Self {
+    fn new(
+        config: &ServerConfig,
+        remote: SocketAddr,
+        transport: Transport,
+        metrics: Option<Arc<NetMetrics>>,
+    ) -> Self {
         ConnState {
+            transport,
+            connected_at: SystemTime::now(),
+            since: std::time::Instant::now(),
+            last_read_ms: AtomicU64::new(0),
+            cause: OnceLock::new(),
+            metrics,
             outbox: Outbox::new(config.send_queue, config.send_queue_bytes),
             heard: AtomicBool::new(true),
             closing: AtomicBool::new(false),
@@ -76,7 +101,7 @@ impl ConnState {
             send_queue: 16,
             ..ServerConfig::default()
         };
-        ConnState::new(&config, ([127, 0, 0, 1], 0).into())
+        ConnState::new(&config, ([127, 0, 0, 1], 0).into(), Transport::Tcp, None)
     }
 
     /// Takes what is queued (tests).
@@ -97,6 +122,42 @@ impl ConnState {
         self.remote
     }
 
+    /// The connection's transport.
+    pub(crate) fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// When it was accepted.
+    pub(crate) fn connected_at(&self) -> SystemTime {
+        self.connected_at
+    }
+
+    /// How long it has been open, and how long since bytes last arrived.
+    pub(crate) fn ages(&self) -> (Duration, Duration) {
+        let open = self.since.elapsed();
+        let read = Duration::from_millis(self.last_read_ms.load(Ordering::Relaxed));
+        (open, open.saturating_sub(read))
+    }
+
+    /// Packets waiting in its send queue.
+    pub(crate) fn queue_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Bytes arrived (`n` of them).
+    fn heard_bytes(&self, n: usize) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_read_ms.store(ms, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.traffic(self.transport).bytes_in.inc_by(n as u64);
+        }
+    }
+
+    /// Notes why the connection ends, unless a cause was noted already.
+    fn cause(&self, why: &'static str) {
+        let _ = self.cause.set(why);
+    }
+
     /// True the first time only: whoever traces why this connection ends at info level or
     /// louder asks first, so each connection's end is one line (later causes go to debug).
     pub(crate) fn report(&self) -> bool {
@@ -112,6 +173,7 @@ impl ConnState {
 
     /// A write accepted no byte for the whole write deadline: the connection is aborted.
     fn stalled(&self, write_timeout: Duration) {
+        self.cause("write timeout");
         if self.report() {
             tracing::warn!(
                 remote = %self.remote,
@@ -126,6 +188,11 @@ impl ConnState {
     }
 
     fn end(&self, how: Ending) {
+        self.cause(match how {
+            Ending::Close => "closed by server",
+            Ending::Kick(_) => "kicked",
+            Ending::ProtocolError(_) => "protocol error",
+        });
         let mut e = self.ending.lock().unwrap_or_else(|p| p.into_inner());
         if e.is_none() {
             *e = Some(how);
@@ -165,12 +232,16 @@ impl Link for ConnState {
             Err(PushError::Full) => {
                 match self.policy {
                     FullQueuePolicy::Disconnect => {
+                        self.cause("send queue full");
                         if self.report() {
                             tracing::warn!(remote = %self.remote, reason = "send queue full", "send queue full: client not reading, disconnecting");
                         }
                         self.abort();
                     }
                     FullQueuePolicy::DropAndWarn => {
+                        if let Some(m) = &self.metrics {
+                            m.dropped();
+                        }
                         tracing::warn!(remote = %self.remote, "send queue full: packet dropped");
                     }
                 }
@@ -200,11 +271,37 @@ impl Link for ConnState {
 /// kill token. Whatever ends the task (a return, a panic unwinding out of user code run
 /// here, or the task being dropped), [`Teardown`] unregisters the session, runs its
 /// session-closed callbacks once and ends the connection's state.
+///
+/// It runs in the connection's span (`conn`, info level: `remote`, `transport`, and `session`
+/// once the handshake is done), so everything traced about the connection carries them.
 pub(crate) async fn serve<S, R, W>(
+    ctx: Arc<ServerCtx<S>>,
+    source: R,
+    sink: W,
+    remote: SocketAddr,
+    transport: Transport,
+) where
+    S: Serializer,
+    R: PacketSource,
+    W: PacketSink,
+{
+    let span = tracing::info_span!(
+        "conn",
+        %remote,
+        transport = transport.as_str(),
+        session = tracing::field::Empty,
+    );
+    serve_in_span(ctx, source, sink, remote, transport)
+        .instrument(span)
+        .await;
+}
+
+async fn serve_in_span<S, R, W>(
     ctx: Arc<ServerCtx<S>>,
     mut source: R,
     mut sink: W,
     remote: SocketAddr,
+    transport: Transport,
 ) where
     S: Serializer,
     R: PacketSource,
@@ -213,7 +310,12 @@ pub(crate) async fn serve<S, R, W>(
     if ctx.dropped.is_cancelled() {
         return;
     }
-    let state = Arc::new(ConnState::new(&ctx.config, remote));
+    let state = Arc::new(ConnState::new(
+        &ctx.config,
+        remote,
+        transport,
+        ctx.net_metrics.clone(),
+    ));
     let mut teardown = Teardown {
         ctx: ctx.clone(),
         state: state.clone(),
@@ -242,6 +344,7 @@ pub(crate) async fn serve<S, R, W>(
     ))
     .await;
     if let Err(failure) = shaken {
+        state.cause("handshake failed");
         match &failure {
             HandshakeFailure::Quiet(reason) => tracing::debug!(%remote, reason, "handshake failed"),
             HandshakeFailure::Refused(reason) => {
@@ -270,6 +373,7 @@ pub(crate) async fn serve<S, R, W>(
     let session = ctx.engine.open_session(state.clone());
     ctx.register(&session, &state);
     teardown.session = Some(session.clone());
+    tracing::Span::current().record("session", session.id());
     if ctx.dropped.is_cancelled() {
         // The server was dropped while this connection shook hands.
         state.abort();
@@ -287,6 +391,9 @@ pub(crate) async fn serve<S, R, W>(
                     state.mark_heard();
                     match packet.kind {
                         PacketType::Data => {
+                            if let Some(m) = &state.metrics {
+                                m.traffic(transport).messages_in.inc();
+                            }
                             let dispatched = {
                                 let mut data =
                                     std::pin::pin!(ctx.engine.handle_data(&session, packet.body));
@@ -341,9 +448,15 @@ pub(crate) async fn serve<S, R, W>(
                 }
             }
             r = source.read_into(&mut buf) => match r {
-                Ok(0) => break None,
-                Ok(_) => {}
-                Err(e) => break Some(e.to_string()),
+                Ok(0) => {
+                    state.cause("client closed");
+                    break None;
+                }
+                Ok(n) => state.heard_bytes(n),
+                Err(e) => {
+                    state.cause("read error");
+                    break Some(e.to_string());
+                }
             },
         }
         outbox.set_parked(false);
@@ -405,6 +518,9 @@ impl<S: Serializer> Teardown<S> {
 impl<S: Serializer> Drop for Teardown<S> {
     fn drop(&mut self) {
         self.close_session();
+        if let Some(m) = &self.state.metrics {
+            m.disconnected(self.state.cause.get().copied().unwrap_or("aborted"));
+        }
         if !self.state.kill.is_cancelled() {
             tracing::debug!(remote = %self.state.remote, "connection task ended abruptly");
             self.state.abort();
@@ -428,6 +544,12 @@ async fn flush<W: PacketSink>(
         state.outbox.take(batch, MAX_BATCH);
         if batch.is_empty() {
             return true;
+        }
+        if let Some(m) = &state.metrics {
+            let traffic = m.traffic(state.transport);
+            traffic.messages_out.inc_by(batch.len() as u64);
+            let bytes: usize = batch.iter().map(Bytes::len).sum();
+            traffic.bytes_out.inc_by(bytes as u64);
         }
         let send = sink.send_batch_tracked(batch, &progress);
         let r = bounded_write(send, &progress, write_timeout, Some(&state.kill)).await;
@@ -471,6 +593,10 @@ async fn close_out<W: PacketSink>(
     let mut error = None;
     match ending {
         Ending::Kick(reason) => {
+            if let Some(m) = &state.metrics {
+                m.kicked(reason.as_deref().unwrap_or("none"));
+            }
+            tracing::debug!(reason = reason.as_deref().unwrap_or(""), "kicked");
             // Always a JSON object, `{}` without a reason: go-nano's own JS client (starx)
             // parses the Kick body as JSON unguarded and throws on an empty one.
             let body = reason

@@ -107,7 +107,13 @@ async fn registered_then(
 ) {
     let (tx, mut reached) = mpsc::unbounded_channel();
     let script = Script(VecDeque::from([Step::Bytes(handshake_bytes()), last(tx)]));
-    let task = tokio::spawn(serve(ctx.clone(), script, Sink, ([127, 0, 0, 1], 9).into()));
+    let task = tokio::spawn(serve(
+        ctx.clone(),
+        script,
+        Sink,
+        ([127, 0, 0, 1], 9).into(),
+        crate::server::Transport::Tcp,
+    ));
     tokio::time::timeout(T, reached.recv())
         .await
         .expect("the read after the handshake");
@@ -197,6 +203,7 @@ async fn spied(
         source,
         crate::transport::StreamSink(w),
         remote,
+        crate::server::Transport::Tcp,
     ));
     (client, largest, task)
 }

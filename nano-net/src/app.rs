@@ -61,6 +61,10 @@ pub struct App<S = Json> {
     config: ServerConfig,
     listeners: Vec<Listener>,
     http: Vec<HttpHandler>,
+    /// Whether the metrics are on (they are whenever there is an admin listener).
+    metrics: bool,
+    /// The admin listener's address.
+    admin: Option<String>,
 }
 
 impl<S: Serializer> Default for App<S> {
@@ -77,6 +81,8 @@ impl<S: Serializer> App<S> {
             config: ServerConfig::default(),
             listeners: Vec::new(),
             http: Vec::new(),
+            metrics: false,
+            admin: None,
         }
     }
 
@@ -461,6 +467,41 @@ impl<S: Serializer> App<S> {
         self
     }
 
+    /// Serves the admin endpoints on `addr`, an address of their own (never a client port;
+    /// keep it private, e.g. on 127.0.0.1): `/metrics` in the Prometheus text format, the
+    /// monitor page `/debug/nano/node`, and its data `/debug/nano/node.json`. Turns the
+    /// [`metrics`](Self::metrics) on. [`Server::admin_addr`] is the bound address (port 0
+    /// picks a free one).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> std::io::Result<()> {
+    /// let server = nano_net::app()
+    ///     .websocket("127.0.0.1:3250", "/nano")
+    ///     .admin("127.0.0.1:9250")
+    ///     .start()
+    ///     .await?;
+    /// println!("monitor: http://{}/debug/nano/node", server.admin_addr().unwrap());
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn admin(mut self, addr: impl Into<String>) -> Self {
+        self.admin = Some(addr.into());
+        self.metrics = true;
+        self
+    }
+
+    /// Turns the metrics on or off (default off; on with an [`admin`](Self::admin)
+    /// listener): handler response times by route, queueing delay, messages and bytes,
+    /// connections, kicks and disconnects, read with [`Server::metrics`] or on the admin
+    /// listener's `/metrics`.
+    #[must_use]
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on || self.admin.is_some();
+        self
+    }
+
     /// Builds the application, binds every listener and starts serving; returns at once.
     /// Must be called inside a tokio runtime.
     ///
@@ -468,8 +509,20 @@ impl<S: Serializer> App<S> {
     ///
     /// Binding failures, duplicate routes, an extension that cannot start.
     pub async fn start(self) -> io::Result<Server<S>> {
-        let engine = self
-            .engine
+        let admin = match &self.admin {
+            Some(addr) => Some(crate::admin::bind(addr).await?),
+            None => None,
+        };
+        let mut builder = self.engine;
+        let mut net_metrics = None;
+        if self.metrics {
+            let mut registry = nano_core::metrics::prometheus_client::registry::Registry::default();
+            net_metrics = Some(Arc::new(crate::admin::metrics::NetMetrics::register(
+                &mut registry,
+            )));
+            builder = builder.metrics(registry);
+        }
+        let engine = builder
             .build()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let max_packet = engine.max_packet_size();
@@ -480,7 +533,9 @@ impl<S: Serializer> App<S> {
                 return Err(io::Error::other(e));
             }
         }
-        let ctx = Arc::new(ServerCtx::new(engine, self.config.clone()));
+        let mut ctx = ServerCtx::new(engine, self.config.clone());
+        ctx.net_metrics = net_metrics;
+        let ctx = Arc::new(ctx);
         // Frames carry whole packets (a couple of them at most, from our clients); a larger
         // frame or fragmented message ends the connection.
         let max_ws_payload = 2 * (max_packet + 4);
@@ -490,7 +545,22 @@ impl<S: Serializer> App<S> {
             handlers: self.http,
             max_ws_payload,
         });
-        bind(ctx, self.listeners, http).await
+        let mut server = bind(ctx, self.listeners, http).await?;
+        if let Some((listener, local)) = admin {
+            tracing::info!(%local, "admin listening");
+            let facts = Arc::new(crate::admin::NodeFacts {
+                name: app_name(),
+                listeners: server.addrs.clone(),
+            });
+            server.admin = Some(local);
+            server.accept_tasks.spawn(crate::admin::serve(
+                listener,
+                server.ctx.clone(),
+                facts,
+                server.stop_accepting.clone(),
+            ));
+        }
+        Ok(server)
     }
 
     /// Runs the application on a new multi-threaded tokio runtime until Ctrl-C or SIGTERM,
@@ -509,4 +579,12 @@ impl<S: Serializer> App<S> {
             Ok(())
         })
     }
+}
+
+/// The application's name on the monitor page: its binary's.
+fn app_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "nano".to_owned())
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use nano_core::{Engine, Serializer, Session};
 
+use crate::admin::metrics::NetMetrics;
 use crate::agent::{self, ConnState};
 use crate::config::ServerConfig;
 
@@ -23,6 +24,12 @@ pub(crate) struct ServerCtx<S> {
     pub dropped: tokio_util::sync::CancellationToken,
     /// The `sys` of the handshake response, prepared once.
     handshake_ok: Bytes,
+    /// The transport's metrics, when they are on.
+    pub net_metrics: Option<Arc<NetMetrics>>,
+    /// When the server started (wall clock) ...
+    pub started_at: std::time::SystemTime,
+    /// ... and on the monotonic clock.
+    pub started: std::time::Instant,
 }
 
 impl<S: Serializer> ServerCtx<S> {
@@ -46,6 +53,9 @@ impl<S: Serializer> ServerCtx<S> {
             shutting_down: tokio_util::sync::CancellationToken::new(),
             dropped: tokio_util::sync::CancellationToken::new(),
             handshake_ok: body.to_string().into(),
+            net_metrics: None,
+            started_at: std::time::SystemTime::now(),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -103,6 +113,30 @@ impl<S: Serializer> ServerCtx<S> {
     /// The open sessions.
     pub fn sessions(&self) -> Vec<Session<S>> {
         self.lock().values().map(|r| r.session.clone()).collect()
+    }
+
+    /// The open sessions with their connections.
+    pub fn connections(&self) -> Vec<(Session<S>, Arc<ConnState>)> {
+        self.lock()
+            .values()
+            .map(|r| (r.session.clone(), r.conn.clone()))
+            .collect()
+    }
+
+    /// Every metric family rendered, with the gauges read now; `None` when metrics are off.
+    pub fn render_metrics(&self) -> Option<String> {
+        if let Some(m) = &self.net_metrics {
+            let mut per_transport = [0usize; 4];
+            let sessions = {
+                let conns = self.lock();
+                for r in conns.values() {
+                    per_transport[r.conn.transport().index()] += 1;
+                }
+                conns.len()
+            };
+            m.refresh(per_transport, sessions);
+        }
+        self.engine.render_metrics()
     }
 
     /// Number of open sessions.

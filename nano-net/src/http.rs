@@ -342,6 +342,7 @@ async fn respond<S: AsyncWrite + Unpin>(
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         _ => "",

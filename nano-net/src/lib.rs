@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+mod admin;
 mod agent;
 mod app;
 pub mod client;

@@ -20,7 +20,7 @@ use crate::http::{self, HttpSide};
 use crate::listener::Listener;
 use crate::per_ip::{IpGuard, PerIp};
 use crate::proxy;
-use crate::server::{ConnTracker, Server};
+use crate::server::{ConnTracker, Server, Transport};
 use crate::tls::TlsConfig;
 use crate::transport::{StreamSink, StreamSource, TcpSource};
 use crate::ws::{self, Upgraded};
@@ -84,6 +84,7 @@ pub(crate) async fn bind<S: Serializer>(
         accept_tasks: tasks,
         conns,
         per_ip,
+        admin: None,
     })
 }
 
@@ -168,6 +169,9 @@ async fn accept_loop<S: Serializer>(
                 let refused = std::mem::take(&mut refused_unlogged);
                 tracing::warn!(%remote, refused, "connection limit reached: refusing");
             }
+            if let Some(m) = &ctx.net_metrics {
+                m.rejected("max connections");
+            }
             drop(stream);
             continue;
         };
@@ -181,7 +185,13 @@ async fn accept_loop<S: Serializer>(
         if let (None, Some(per_ip)) = (&edge.proxy, &edge.per_ip) {
             match per_ip.admit(remote.ip()) {
                 Ok(guard) => done.ip = Some(guard),
-                Err(_) => continue, // counted and traced; dropping the stream closes it
+                Err(why) => {
+                    // Counted and traced; dropping the stream closes it.
+                    if let Some(m) = &ctx.net_metrics {
+                        m.rejected(why.label());
+                    }
+                    continue;
+                }
             }
         }
         let _ = stream.set_nodelay(true);
@@ -216,7 +226,14 @@ async fn accept_loop<S: Serializer>(
                 };
                 if let Some(stream) = tls_accept(&ctx, &tls, stream, remote).await {
                     let (r, w) = tokio::io::split(stream);
-                    agent::serve(ctx, StreamSource::new(r), StreamSink(w), remote).await;
+                    agent::serve(
+                        ctx,
+                        StreamSource::new(r),
+                        StreamSink(w),
+                        remote,
+                        Transport::TcpTls,
+                    )
+                    .await;
                 }
                 drop(done);
             }),
@@ -229,7 +246,7 @@ async fn accept_loop<S: Serializer>(
                         None => return,
                     },
                 };
-                websocket(ctx, stream, remote, &http).await;
+                websocket(ctx, stream, remote, &http, Transport::WebSocket).await;
                 drop(done);
             }),
             (Some(tls), Some(http)) => tokio::spawn(async move {
@@ -242,7 +259,7 @@ async fn accept_loop<S: Serializer>(
                     },
                 };
                 if let Some(stream) = tls_accept(&ctx, &tls, stream, remote).await {
-                    websocket(ctx, stream, remote, &http).await;
+                    websocket(ctx, stream, remote, &http, Transport::WebSocketTls).await;
                 }
                 drop(done);
             }),
@@ -292,7 +309,14 @@ async fn tcp_connection<S: Serializer>(
     remote: SocketAddr,
 ) {
     let (r, w) = stream.into_split();
-    agent::serve(ctx, TcpSource::new(r), StreamSink(w), remote).await;
+    agent::serve(
+        ctx,
+        TcpSource::new(r),
+        StreamSink(w),
+        remote,
+        Transport::Tcp,
+    )
+    .await;
 }
 
 async fn tls_accept<S>(
@@ -310,6 +334,9 @@ async fn tls_accept<S>(
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
             tracing::info!(%remote, error = %e, "TLS handshake failed");
+            if let Some(m) = &ctx.net_metrics {
+                m.rejected("tls handshake");
+            }
             None
         }
         Err(_) => {
@@ -319,8 +346,13 @@ async fn tls_accept<S>(
     }
 }
 
-async fn websocket<S, IO>(ctx: Arc<ServerCtx<S>>, stream: IO, remote: SocketAddr, http: &HttpSide)
-where
+async fn websocket<S, IO>(
+    ctx: Arc<ServerCtx<S>>,
+    stream: IO,
+    remote: SocketAddr,
+    http: &HttpSide,
+    transport: Transport,
+) where
     S: Serializer,
     IO: Upgraded,
 {
@@ -338,7 +370,7 @@ where
             let (read, write) = stream.into_halves();
             let (source, sink) = ws::pair(read, write, leftover, http.max_ws_payload);
             let source = source.with_write_timeout(ctx.config.write_timeout);
-            agent::serve(ctx, source, sink, remote).await;
+            agent::serve(ctx, source, sink, remote, transport).await;
         }
         Ok(Ok(http::Accepted::Done)) => {}
         Ok(Err(e)) => tracing::debug!(%remote, error = %e, "http error"),
@@ -384,7 +416,7 @@ mod tests {
             handlers: Vec::new(),
             max_ws_payload: 1 << 16,
         };
-        let ws = websocket(ctx(), stream, remote, &side);
+        let ws = websocket(ctx(), stream, remote, &side, Transport::WebSocket);
         assert!(
             size_of_future(&ws) <= 2048,
             "websocket task: {}",

@@ -83,6 +83,15 @@ pub(crate) enum Refused {
 }
 
 impl Refused {
+    /// The reason as a metric label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Refused::OverCap => "per ip cap",
+            Refused::OverRate => "per ip rate",
+            Refused::TableFull => "per ip table full",
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Refused::OverCap => "too many connections from this address",

@@ -23,6 +23,27 @@ pub enum Transport {
     WebSocketTls,
 }
 
+impl Transport {
+    /// `"tcp"`, `"tls"`, `"websocket"` or `"wss"`: the label metrics and traces use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::TcpTls => "tls",
+            Transport::WebSocket => "websocket",
+            Transport::WebSocketTls => "wss",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Transport::Tcp => 0,
+            Transport::TcpTls => 1,
+            Transport::WebSocket => 2,
+            Transport::WebSocketTls => 3,
+        }
+    }
+}
+
 /// A running server: its addresses, its engine, and the way to stop it.
 ///
 /// Dropping a `Server` without [`Server::shutdown`] stops it at once: the listeners close
@@ -37,6 +58,8 @@ pub struct Server<S> {
     pub(crate) accept_tasks: JoinSet<()>,
     pub(crate) conns: Arc<ConnTracker>,
     pub(crate) per_ip: Option<Arc<crate::per_ip::PerIp>>,
+    /// The admin listener's address, when there is one.
+    pub(crate) admin: Option<SocketAddr>,
 }
 
 /// Counts live connection tasks so shutdown can wait for them.
@@ -64,6 +87,18 @@ impl<S: Serializer> Server<S> {
             .iter()
             .find(|(t, _)| *t == transport)
             .map(|(_, a)| *a)
+    }
+
+    /// The admin listener's bound address ([`App::admin`](crate::App::admin)).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    /// Every metric family in the Prometheus (OpenMetrics) text format, what the admin
+    /// listener's `/metrics` serves; `None` when the metrics are off
+    /// ([`App::metrics`](crate::App::metrics)).
+    pub fn metrics(&self) -> Option<String> {
+        self.ctx.render_metrics()
     }
 
     /// The application's engine.

@@ -113,6 +113,21 @@ start_server() {
   log "$name: $SERVER_URL (pid $pid)"
 }
 
+# admin_url TAG: waits for the "admin http://.../debug/nano/node" line (an --admin listener) in
+# the stdout log of the server started as TAG and sets ADMIN_URL to that URL.
+admin_url() {
+  local out="$LOG_DIR/$1.stdout"
+  ADMIN_URL=""
+  local i
+  for i in $(seq 1 100); do
+    ADMIN_URL="$(sed -n 's#^admin \(http://[^ ]*/debug/nano/node\)$#\1#p' "$out" | head -1)"
+    [ -n "$ADMIN_URL" ] && break
+    sleep 0.1
+  done
+  [ -n "$ADMIN_URL" ] || die "$1 printed no 'admin http://.../debug/nano/node' line"
+  log "$1 admin: $ADMIN_URL"
+}
+
 # start_node NAME TAG ARGS...: runs $BIN_DIR/NAME (a cluster node), waits for its
 # "cluster ADDR" line and sets NODE_ADDR to that address.
 start_node() {
@@ -138,10 +153,13 @@ start_node() {
   log "$tag: cluster $NODE_ADDR (pid $pid)"
 }
 
-# A short heartbeat, so that the tests see heartbeats flow both ways.
-start_server chat --addr 127.0.0.1:0 --tcp 127.0.0.1:0 --heartbeat 2
+# A short heartbeat, so that the tests see heartbeats flow both ways; an admin listener for
+# admin.browser.test.mjs.
+start_server chat --addr 127.0.0.1:0 --tcp 127.0.0.1:0 --heartbeat 2 --admin 127.0.0.1:0
 export NANO_CHAT_URL="$SERVER_URL"
 CHAT_PID="${SERVER_PIDS[-1]}"
+admin_url chat
+export NANO_CHAT_ADMIN_URL="$ADMIN_URL"
 NANO_CHAT_TCP=""
 for _ in $(seq 1 100); do
   # a line "tcp ADDR" (or "tcp clients: ADDR")
@@ -185,7 +203,7 @@ done
 if [ "$#" -gt 0 ]; then
   FILES=("$@")
 else
-  FILES=(codec.test.mjs client-fake.test.mjs client-chat.test.mjs pomelo-client.test.mjs chat.browser.test.mjs tadpole.browser.test.mjs cluster.browser.test.mjs)
+  FILES=(codec.test.mjs client-fake.test.mjs client-chat.test.mjs pomelo-client.test.mjs chat.browser.test.mjs tadpole.browser.test.mjs cluster.browser.test.mjs admin.browser.test.mjs)
 fi
 for f in "${FILES[@]}"; do
   [ -f "$HERE/$f" ] || die "no test file tests/browser/$f"

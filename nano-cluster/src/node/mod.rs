@@ -484,6 +484,35 @@ impl<S: Serializer> Extension<S> for Node<S> {
         session_id_base(&self.state.id)
     }
 
+    /// The node's id and address, and each member with its services and the link's counts.
+    fn describe(&self) -> Option<(&'static str, serde_json::Value)> {
+        let members: Vec<serde_json::Value> = self
+            .members()
+            .into_iter()
+            .map(|m| {
+                let stats = self.link_stats(m.id.as_str());
+                serde_json::json!({
+                    "id": m.id.as_str(),
+                    "addr": m.address,
+                    "services": m.services,
+                    "link_up": stats.is_some(),
+                    "frames_sent": stats.as_ref().map(|s| s.frames_sent),
+                    "frames_received": stats.as_ref().map(|s| s.frames_received),
+                })
+            })
+            .collect();
+        Some((
+            "cluster",
+            serde_json::json!({
+                "id": self.id(),
+                "addr": self.local_addr().map(|a| a.to_string()),
+                "forwarded_sessions": self.forwarded_sessions(),
+                "remote_sessions": self.remote_sessions(),
+                "members": members,
+            }),
+        ))
+    }
+
     fn stop(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.stop_node())
     }

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use super::job::{make_job, run_hook, MakeJob};
 use super::{BuildError, Decoder, Engine, Inner, Registration, Route, DEFAULT_SCHEDULER};
 use crate::extension::Extension;
+use crate::metrics::prometheus_client::registry::Registry;
+use crate::metrics::Metrics;
 use crate::protocol::Dictionary;
 use crate::scheduler::{PendingScheduler, Scheduler};
 use crate::shared::Shared;
@@ -44,6 +46,8 @@ pub struct EngineBuilder<S = Json> {
     max_inflight: usize,
     rate_limit: Option<RateLimit>,
     extensions: Vec<Arc<dyn Extension<S>>>,
+    /// Where the metrics go (`None`: no metrics).
+    metrics: Option<Registry>,
 }
 
 impl<S: Serializer> Default for EngineBuilder<S> {
@@ -66,6 +70,7 @@ impl<S: Serializer> EngineBuilder<S> {
             max_inflight: 64,
             rate_limit: None,
             extensions: Vec::new(),
+            metrics: None,
         }
     }
 
@@ -177,6 +182,24 @@ impl<S: Serializer> EngineBuilder<S> {
         self
     }
 
+    /// Turns the metrics on: the engine's `nano_` families are registered in `registry`, next
+    /// to whatever the caller registered there already (a transport's), and
+    /// [`Engine::metrics`] renders them all. `None` (the default) turns them off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nano_core::{metrics::prometheus_client::registry::Registry, EngineBuilder, Json};
+    ///
+    /// let engine = EngineBuilder::<Json>::new().metrics(Registry::default()).build().unwrap();
+    /// assert!(engine.metrics().unwrap().render().contains("nano_handler_response_time_seconds"));
+    /// ```
+    #[must_use]
+    pub fn metrics(mut self, registry: impl Into<Option<Registry>>) -> Self {
+        self.metrics = registry.into();
+        self
+    }
+
     /// Builds the engine; call [`Engine::start`] inside a tokio runtime to run it.
     ///
     /// # Errors
@@ -198,6 +221,23 @@ impl<S: Serializer> EngineBuilder<S> {
             return Err(BuildError::TooManyRoutes);
         }
         let dict = Arc::new(Dictionary::from_routes(&names));
+        let metrics = self.metrics.map(|registry| {
+            let routes = self
+                .components
+                .iter()
+                .flat_map(|(reg, handlers, _, _)| {
+                    handlers
+                        .iter()
+                        .map(|h| (format!("{}.{}", reg.name, h.name), reg.scheduler))
+                })
+                .collect();
+            let schedulers: Vec<String> = self
+                .schedulers
+                .iter()
+                .map(|p| p.handle.name().to_owned())
+                .collect();
+            Arc::new(Metrics::new(registry, routes, &schedulers))
+        });
         let shared = Arc::new(Shared {
             dict: self.compress.then(|| dict.clone()),
             max_packet_size: self.max_packet_size,
@@ -210,6 +250,7 @@ impl<S: Serializer> EngineBuilder<S> {
                 .iter()
                 .fold(0, |base, e| base | e.session_id_base()),
             engine: std::sync::OnceLock::new(),
+            metrics,
         });
         let handles: Vec<Scheduler> = self.schedulers.iter().map(|p| p.handle.clone()).collect();
         let mut routes = Vec::new();
@@ -225,6 +266,7 @@ impl<S: Serializer> EngineBuilder<S> {
                     by_code.insert(code, ri);
                 }
                 routes.push(Route {
+                    info: h,
                     internal: h.internal,
                     route,
                     scheduler: handles[reg.scheduler].clone(),

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::component::{BoxedPayload, Call, ReplyTo};
 use crate::scheduler::{Job, Lane, Scheduler};
-use crate::session::InFlight;
+use crate::session::{InFlight, Outcome};
 use crate::shared::Shared;
 use crate::{Component, Context, Error, Serializer, Session};
 
@@ -63,13 +64,58 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("panic")
 }
 
-fn handler_panicked<S: Serializer>(
+/// The span of one handled message (`debug` level): route, request id (0 for a notify),
+/// kind, session and uid; `outcome` (`ok`, the error code, or `deferred`) and `duration_us`
+/// are recorded when the handler returns.
+fn message_span<S: Serializer>(
+    info: Option<&'static crate::HandlerInfo>,
     session: &Session<S>,
+    id: Option<u64>,
+) -> tracing::Span {
+    let span = tracing::debug_span!(
+        "message",
+        route = info.map_or("", |h| h.route),
+        id = id.unwrap_or(0),
+        kind = if id.is_some() { "request" } else { "notify" },
+        session = session.id(),
+        uid = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        duration_us = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        if let Some(uid) = session.uid() {
+            span.record("uid", &*uid);
+        }
+    }
+    span
+}
+
+/// When the span's handler started (only when the span is recorded).
+fn span_clock(span: &tracing::Span) -> Option<std::time::Instant> {
+    (!span.is_disabled()).then(std::time::Instant::now)
+}
+
+/// Records how the handler ended on its span.
+fn close_span<S>(span: &tracing::Span, started: Option<std::time::Instant>, message: &InFlight<S>) {
+    let Some(started) = started else { return };
+    let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    span.record("duration_us", elapsed);
+    match message.outcome() {
+        Outcome::Ok => span.record("outcome", "ok"),
+        Outcome::Failed(code) => span.record("outcome", code),
+        Outcome::Deferred => span.record("outcome", "deferred"),
+    };
+}
+
+fn handler_panicked<S: Serializer>(
+    message: &InFlight<S>,
     id: Option<u64>,
     component: &str,
     index: usize,
     panic: &(dyn std::any::Any + Send),
 ) {
+    let session = message.session();
+    message.failed(crate::error::CODE_INTERNAL);
     let msg = panic_message(panic);
     tracing::error!(
         component,
@@ -106,22 +152,31 @@ pub(crate) fn make_job<C: Component>(
                 tracing::error!(component = C::NAME, "scheduler slot holds another type");
                 return Box::pin(async {});
             };
-            Box::pin(async move {
-                // `message` lives until the end: the message counts as in flight until then.
-                let session = message.session();
-                let run = async {
-                    let reply = ReplyTo {
-                        message: &message,
-                        id,
+            let span = message_span(info, message.session(), id);
+            Box::pin(
+                async move {
+                    // `message` lives until the end: the message counts as in flight until then.
+                    message.started();
+                    let clock = span_clock(&tracing::Span::current());
+                    let session = message.session();
+                    let run = async {
+                        let reply = ReplyTo {
+                            message: &message,
+                            id,
+                        };
+                        if let Call::Pending(f) =
+                            c.call(index, session, payload, ctx.as_ref(), reply)
+                        {
+                            f.await;
+                        }
                     };
-                    if let Call::Pending(f) = c.call(index, session, payload, ctx.as_ref(), reply) {
-                        f.await;
+                    if let Err(p) = AssertUnwindSafe(run).catch_unwind().await {
+                        handler_panicked(&message, id, C::NAME, index, p.as_ref());
                     }
-                };
-                if let Err(p) = AssertUnwindSafe(run).catch_unwind().await {
-                    handler_panicked(session, id, C::NAME, index, p.as_ref());
+                    close_span(&tracing::Span::current(), clock, &message);
                 }
-            })
+                .instrument(span),
+            )
         }))
     } else {
         Job::Sync(Box::new(move |state| {
@@ -131,6 +186,10 @@ pub(crate) fn make_job<C: Component>(
                 tracing::error!(component = C::NAME, "scheduler slot holds another type");
                 return;
             };
+            message.started();
+            let span = message_span(info, session, id);
+            let _entered = span.enter();
+            let clock = span_clock(&span);
             let reply = ReplyTo {
                 message: &message,
                 id,
@@ -149,12 +208,14 @@ pub(crate) fn make_job<C: Component>(
                         handler = index,
                         "sync handler returned a future"
                     );
+                    message.failed(crate::error::CODE_INTERNAL);
                     if let Some(id) = id {
                         session.respond(id, Err(Error::internal("handler kind mismatch")));
                     }
                 }
-                Err(p) => handler_panicked(session, id, C::NAME, index, p.as_ref()),
+                Err(p) => handler_panicked(&message, id, C::NAME, index, p.as_ref()),
             }
+            close_span(&span, clock, &message);
         }))
     }
 }

@@ -82,6 +82,8 @@ pub(crate) struct Registration<S> {
 }
 
 pub(crate) struct Route<S> {
+    /// The handler's entry in its component's route table.
+    info: &'static crate::HandlerInfo,
     route: Arc<str>,
     /// Callable by other cluster nodes only (`#[handler(internal)]`).
     internal: bool,
@@ -124,6 +126,17 @@ struct Inner<S> {
     rate_limit: Option<RateLimit>,
     /// Add-ons (a cluster): offered the messages no local route serves.
     extensions: Vec<Arc<dyn Extension<S>>>,
+}
+
+/// One handler of the route table ([`Engine::route_table`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteEntry<'a> {
+    /// The component (service) name.
+    pub component: &'a str,
+    /// The scheduler the component runs on.
+    pub scheduler: &'a str,
+    /// The handler: route, payload and response types, kind.
+    pub handler: &'static crate::HandlerInfo,
 }
 
 /// A handle on an [`Engine`] that does not keep it alive: what an [`Extension`] keeps.
@@ -268,6 +281,38 @@ impl<S: Serializer> Engine<S> {
         self.inner.registrations.iter().map(|r| &*r.name)
     }
 
+    /// The route table: every handler with its component and scheduler, in registration
+    /// order.
+    pub fn route_table(&self) -> impl Iterator<Item = RouteEntry<'_>> + '_ {
+        self.inner.routes.iter().map(|r| RouteEntry {
+            component: &self.inner.registrations[r.component].name,
+            scheduler: r.scheduler.name(),
+            handler: r.info,
+        })
+    }
+
+    /// Each scheduler's name and the number of jobs waiting in its queue now.
+    pub fn scheduler_queues(&self) -> Vec<(String, usize)> {
+        self.inner
+            .handles
+            .iter()
+            .map(|h| (h.name().to_owned(), h.queued()))
+            .collect()
+    }
+
+    /// The metrics, when they are on ([`EngineBuilder::metrics`]).
+    pub fn metrics(&self) -> Option<&Arc<crate::metrics::Metrics>> {
+        self.inner.shared.metrics.as_ref()
+    }
+
+    /// Every metric family in the Prometheus (OpenMetrics) text format, with the gauges read
+    /// now (scheduler queues, groups); `None` when the metrics are off.
+    pub fn render_metrics(&self) -> Option<String> {
+        let metrics = self.metrics()?;
+        metrics.refresh(&self.scheduler_queues());
+        Some(metrics.render())
+    }
+
     /// The largest packet body accepted or sent.
     pub fn max_packet_size(&self) -> usize {
         self.inner.shared.max_packet_size
@@ -366,7 +411,10 @@ impl<S: Serializer> Engine<S> {
         origin: Origin,
     ) -> Result<Option<Ready>, DispatchError> {
         let id = match msg.kind {
-            MessageType::Request => Some(msg.id),
+            MessageType::Request => {
+                session.note_message_id(msg.id);
+                Some(msg.id)
+            }
             MessageType::Notify => None,
             other => return Err(DispatchError::NotFromClient(other)),
         };
@@ -473,8 +521,11 @@ impl<S: Serializer> Engine<S> {
     }
 
     /// Queues a prepared handler call on its component's scheduler.
-    fn enqueue(&self, session: &Session<S>, ready: Ready, message: InFlight<S>) {
+    fn enqueue(&self, session: &Session<S>, ready: Ready, mut message: InFlight<S>) {
         let Ready { route, id, payload } = ready;
+        if self.inner.shared.metrics.is_some() {
+            message.observe(route, id.is_some());
+        }
         let route = &self.inner.routes[route];
         let slot = self.inner.registrations[route.component].slot;
         let job = (route.make_job)(route.index, message, id, payload, &route.scheduler, slot);
@@ -492,6 +543,9 @@ impl<S: Serializer> Engine<S> {
         let bucket = session.rate_bucket();
         if bucket.try_take(limit) {
             return true;
+        }
+        if let Some(m) = &session.shared_arc().metrics {
+            m.rate_limited();
         }
         if let Some(refused) = bucket.refused() {
             tracing::warn!(
@@ -516,6 +570,9 @@ impl<S: Serializer> Engine<S> {
     }
 
     fn fail(session: &Session<S>, id: Option<u64>, err: Error) {
+        if let Some(m) = &session.shared_arc().metrics {
+            m.refused(err.code());
+        }
         if let Some(id) = id {
             session.respond(id, Err(err));
         }

@@ -28,6 +28,8 @@ const fn handler(name: &'static str, route: &'static str, is_async: bool) -> Han
         takes_context: false,
         deferred: false,
         internal: false,
+        payload_type: "",
+        response_type: "()",
     }
 }
 

@@ -197,6 +197,11 @@ impl<J> Queue<J> {
         std::mem::replace(&mut state.lanes, Lanes::new())
     }
 
+    /// How many jobs are queued.
+    pub fn len(&self) -> usize {
+        lock(&self.state).lanes.len()
+    }
+
     /// Whether someone owns the scheduler, and how many jobs are queued.
     #[cfg(test)]
     pub fn peek(&self) -> (bool, usize) {

@@ -9,6 +9,8 @@
 //! (`--cfg nano_loom`, see `scheduler::sync`) explores the very code that runs.
 
 use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -177,6 +179,42 @@ pub struct InFlight<S> {
     session: Session<S>,
     /// Whether this guard still holds the permit (a deferred response takes it over).
     armed: AtomicBool,
+    /// What the metrics record of the message, when they are on.
+    probe: Probe,
+}
+
+/// How a handled message was answered (for its span).
+pub(crate) enum Outcome<'a> {
+    /// Answered (or, a notify, run) without an error.
+    Ok,
+    /// Answered with this error code.
+    Failed(&'a str),
+    /// Its answer was deferred to a [`Responder`](crate::Responder).
+    Deferred,
+}
+
+/// A handled message as the metrics see it: which route, since when, how it was answered.
+#[derive(Default)]
+struct Probe {
+    /// When it was queued for its handler; `None`: not observed (metrics off, or not a
+    /// handler's message).
+    queued: Option<Instant>,
+    route: usize,
+    request: bool,
+    /// The error code it was answered with.
+    failed: OnceLock<String>,
+}
+
+impl Probe {
+    /// The same message, not answered yet (a deferred response takes it over).
+    fn moved(&self) -> Probe {
+        Probe {
+            queued: self.queued,
+            route: self.route,
+            request: self.request,
+            failed: OnceLock::new(),
+        }
+    }
 }
 
 impl<S> InFlight<S> {
@@ -194,7 +232,41 @@ impl<S> InFlight<S> {
             .then(|| InFlight {
                 session: self.session.clone(),
                 armed: AtomicBool::new(true),
+                probe: self.probe.moved(),
             })
+    }
+
+    /// Has the metrics time this message of handler `route` from now until it is answered.
+    pub(crate) fn observe(&mut self, route: usize, request: bool) {
+        self.probe = Probe {
+            queued: Some(Instant::now()),
+            route,
+            request,
+            failed: OnceLock::new(),
+        };
+    }
+
+    /// Its handler starts: the metrics record how long it waited in the queue.
+    pub(crate) fn started(&self) {
+        if let (Some(queued), Some(m)) = (self.probe.queued, &self.session.inner.shared.metrics) {
+            m.queued_for(self.probe.route, queued.elapsed());
+        }
+    }
+
+    /// It was answered with an error (or, a notify, its handler failed).
+    pub(crate) fn failed(&self, code: &str) {
+        let _ = self.probe.failed.set(code.to_owned());
+    }
+
+    /// How the message was answered so far.
+    pub(crate) fn outcome(&self) -> Outcome<'_> {
+        if let Some(code) = self.probe.failed.get() {
+            Outcome::Failed(code)
+        } else if self.armed.load(std::sync::atomic::Ordering::Relaxed) {
+            Outcome::Ok
+        } else {
+            Outcome::Deferred
+        }
     }
 }
 
@@ -205,6 +277,7 @@ impl<S> Session<S> {
         self.inner.inflight.try_acquire().then(|| InFlight {
             session: self.clone(),
             armed: AtomicBool::new(true),
+            probe: Probe::default(),
         })
     }
 
@@ -214,6 +287,7 @@ impl<S> Session<S> {
         InFlight {
             session: self.clone(),
             armed: AtomicBool::new(true),
+            probe: Probe::default(),
         }
     }
 }
@@ -230,6 +304,15 @@ impl<S> Drop for InFlight<S> {
     fn drop(&mut self) {
         if *self.armed.get_mut() {
             self.session.inner.inflight.release();
+            if let (Some(queued), Some(m)) = (self.probe.queued, &self.session.inner.shared.metrics)
+            {
+                m.handled_message(
+                    self.probe.route,
+                    self.probe.request,
+                    self.probe.failed.get().map(String::as_str),
+                    queued.elapsed(),
+                );
+            }
         }
     }
 }
