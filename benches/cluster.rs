@@ -547,6 +547,8 @@ async fn echo_section(
                     ours: c,
                     baseline: Some(s),
                     ratios: Some(ratios),
+                    metrics: None,
+                    metrics_cost: None,
                 });
             }
         }

@@ -110,6 +110,11 @@ struct Args {
     /// Skip the raw baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// Skip the run of nano with its metrics on (by default each load case also loads a
+    /// second nano server with `App::metrics(true)`, interleaved with the others, to show what
+    /// the metrics cost).
+    #[arg(long)]
+    no_metrics: bool,
     /// Use the server at HOST:PORT as the baseline instead of the raw one (e.g. another nano
     /// build, or another implementation): TCP, or WebSocket when --ws-path is given without
     /// --baseline-ws-addr.
@@ -270,6 +275,17 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
                 }
             }
         };
+        let with_metrics = if external || args.no_metrics {
+            None
+        } else {
+            match ServerProc::spawn(Kind::NanoMetrics, 30) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return 1;
+                }
+            }
+        };
         let external_base = args.baseline_addr.is_some() || args.baseline_ws_addr.is_some();
         let base = if args.no_baseline || external_base {
             None
@@ -333,9 +349,24 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
                             server_pids: base_pid.into_iter().collect(),
                         });
                     }
+                    if let Some(m) = &with_metrics {
+                        specs.push(LoadSpec {
+                            label: "nano+metrics".into(),
+                            target: match via.as_str() {
+                                "tcp" => Target::Tcp(m.tcp),
+                                _ => Target::Ws {
+                                    addr: m.ws,
+                                    path: WS_PATH.into(),
+                                },
+                            },
+                            server_pids: vec![m.pid],
+                        });
+                    }
                     let mut results = load::run(&case, &specs).await.into_iter();
                     let ours_r = results.next().expect("one result per server");
-                    let base_r = results.next();
+                    let base_r = base_target.as_ref().and_then(|_| results.next());
+                    let metrics_r = results.next();
+                    let metrics_cost = metrics_r.as_ref().map(|m| Ratios::of(m, &ours_r));
                     let ratios = base_r.as_ref().map(|b| Ratios::of(&ours_r, b));
                     eprintln!(
                         "  {} {} c={}: {ours_name} {:.0} ops/s p99 {:.0}µs err {}{}",
@@ -357,6 +388,18 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
                             _ => String::new(),
                         }
                     );
+                    if let (Some(m), Some(r)) = (&metrics_r, &metrics_cost) {
+                        eprintln!(
+                            "  {} {} c={}: nano+metrics {:.0} ops/s err {} | metrics on÷off {:.2}× cpu/op {}",
+                            mode.name(),
+                            via,
+                            conns,
+                            m.ops_per_sec,
+                            m.errors.total,
+                            r.throughput,
+                            r.cpu_per_op.map_or("-".into(), |c| format!("{c:.2}×"))
+                        );
+                    }
                     cases.push(CaseReport {
                         mode: mode.name().into(),
                         transport: via.clone(),
@@ -364,6 +407,8 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
                         ours: ours_r,
                         baseline: base_r,
                         ratios,
+                        metrics: metrics_r,
+                        metrics_cost,
                     });
                 }
             }

@@ -18,6 +18,10 @@ pub struct CaseReport {
     pub ours: LoadResult,
     pub baseline: Option<LoadResult>,
     pub ratios: Option<Ratios>,
+    /// nano again with its metrics on, in the same interleaved run.
+    pub metrics: Option<LoadResult>,
+    /// metrics on ÷ metrics off.
+    pub metrics_cost: Option<Ratios>,
 }
 
 /// ours ÷ baseline.
@@ -149,23 +153,32 @@ pub fn print_load(cases: &[CaseReport], ours_name: &str, base_name: &str) {
                 errs
             );
         };
-        row(ours_name, &c.ours, true);
-        if let Some(b) = &c.baseline {
-            row(base_name, b, false);
-        }
-        if let Some(r) = &c.ratios {
+        let ratio = |name: &str, r: &Ratios| {
             println!(
                 "{:<5} {:<4} {:>6}  {:<8} {:>10} {:>8} {:>8} {:>8} {:>9}",
                 "",
                 "",
                 "",
-                "ratio",
+                name,
                 fmt_ratio(r.throughput),
                 fmt_ratio(r.p50),
                 fmt_ratio(r.p99),
                 "",
                 r.cpu_per_op.map(fmt_ratio).unwrap_or_else(|| "-".into()),
             );
+        };
+        row(ours_name, &c.ours, true);
+        if let Some(b) = &c.baseline {
+            row(base_name, b, false);
+        }
+        if let Some(r) = &c.ratios {
+            ratio("ratio", r);
+        }
+        if let Some(m) = &c.metrics {
+            row("+metrics", m, false);
+        }
+        if let Some(r) = &c.metrics_cost {
+            ratio("m÷nano", r);
         }
     }
 }

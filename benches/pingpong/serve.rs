@@ -22,6 +22,8 @@ pub const WS_PATH: &str = "/nano";
 pub enum Kind {
     /// nano with the pingpong component (protobuf).
     Nano,
+    /// The same with its metrics on (`App::metrics`): what they cost.
+    NanoMetrics,
     /// The hand-written baseline.
     Raw,
     /// nano with the broadcast component (JSON).
@@ -32,6 +34,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Nano => "nano",
+            Kind::NanoMetrics => "nano-metrics",
             Kind::Raw => "raw",
             Kind::Bcast => "bcast",
         }
@@ -40,6 +43,7 @@ impl Kind {
     pub fn parse(s: &str) -> Option<Kind> {
         match s {
             "nano" => Some(Kind::Nano),
+            "nano-metrics" => Some(Kind::NanoMetrics),
             "raw" => Some(Kind::Raw),
             "bcast" => Some(Kind::Bcast),
             _ => None,
@@ -53,11 +57,12 @@ pub fn serve_forever(kind: Kind, tcp: &str, ws: &str, heartbeat: u64) -> ! {
     run_child(async move {
         let hb = Some(Duration::from_secs(heartbeat));
         let started: (SocketAddr, SocketAddr, Keep) = match kind {
-            Kind::Nano => {
+            Kind::Nano | Kind::NanoMetrics => {
                 let server = nano::app_with(Protobuf)
                     .component(TestHandler)
                     .push_routes(["pong"])
                     .heartbeat(hb)
+                    .metrics(kind == Kind::NanoMetrics)
                     .tcp(&tcp)
                     .websocket(&ws, WS_PATH)
                     .start()
