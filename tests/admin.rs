@@ -3,7 +3,6 @@
 //! `/debug/nano/node.json` against the server's own state, the page, and what the listener
 //! refuses.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,6 +11,9 @@ use nano::{Client, Server, Transport};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod common;
+use common::http_request;
 
 #[derive(Serialize, Deserialize)]
 struct Ping {
@@ -64,44 +66,12 @@ async fn start() -> Server<Json> {
         .unwrap()
 }
 
-/// One plain HTTP/1.1 request; the status, the headers (lowercase names) and the body.
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-) -> (u16, HashMap<String, String>, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
-        .await
-        .expect("the admin listener did not answer")
-        .unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("no end of head");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    (status, headers, body.to_owned())
-}
-
 /// The scrape parsed by prometheus-parse: each sample's value by metric name and labels.
 struct Scrape(prometheus_parse::Scrape);
 
 impl Scrape {
     async fn of(admin: SocketAddr) -> Scrape {
-        let (status, headers, body) = http(admin, "GET", "/metrics").await;
+        let (status, headers, body) = http_request(admin, "GET", "/metrics").await;
         assert_eq!(status, 200);
         assert!(
             headers["content-type"].starts_with("application/openmetrics-text"),
@@ -336,7 +306,7 @@ async fn node_json_matches_the_server_state() {
     .await
     .unwrap();
 
-    let (status, headers, body) = http(admin, "GET", "/debug/nano/node.json").await;
+    let (status, headers, body) = http_request(admin, "GET", "/debug/nano/node.json").await;
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "application/json");
     let node: Value = serde_json::from_str(&body).unwrap();
@@ -414,7 +384,7 @@ async fn node_json_matches_the_server_state() {
     assert_eq!(node["extensions"], serde_json::json!([]));
 
     // The page is served, self-contained.
-    let (status, headers, page) = http(admin, "GET", "/debug/nano/node").await;
+    let (status, headers, page) = http_request(admin, "GET", "/debug/nano/node").await;
     assert_eq!(status, 200);
     assert!(headers["content-type"].starts_with("text/html"));
     assert!(page.contains("node.json") || page.contains(".json"));
@@ -431,9 +401,9 @@ async fn node_json_matches_the_server_state() {
 async fn the_admin_listener_refuses_what_it_does_not_serve_and_keeps_serving() {
     let server = start().await;
     let admin = server.admin_addr().unwrap();
-    assert_eq!(http(admin, "GET", "/nope").await.0, 404);
-    assert_eq!(http(admin, "POST", "/metrics").await.0, 405);
-    assert_eq!(http(admin, "GET", "/").await.0, 301);
+    assert_eq!(http_request(admin, "GET", "/nope").await.0, 404);
+    assert_eq!(http_request(admin, "POST", "/metrics").await.0, 405);
+    assert_eq!(http_request(admin, "GET", "/").await.0, 301);
     // Garbage, then a client that connects and says nothing: neither stops the listener.
     let mut junk = TcpStream::connect(admin).await.unwrap();
     junk.write_all(b"\x00\x01\x02 not http\r\n\r\n")
@@ -443,10 +413,10 @@ async fn the_admin_listener_refuses_what_it_does_not_serve_and_keeps_serving() {
     junk.read_to_end(&mut reply).await.unwrap();
     assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 400"));
     let _silent = TcpStream::connect(admin).await.unwrap();
-    assert_eq!(http(admin, "GET", "/metrics").await.0, 200);
+    assert_eq!(http_request(admin, "GET", "/metrics").await.0, 200);
     // The client port does not serve the admin endpoints.
     let ws = server.addr(Transport::WebSocket).unwrap();
-    assert_eq!(http(ws, "GET", "/metrics").await.0, 404);
+    assert_eq!(http_request(ws, "GET", "/metrics").await.0, 404);
     server.shutdown().await;
 }
 

@@ -373,3 +373,36 @@ async fn under_refuse_newer_the_second_login_is_the_one_kicked() {
     assert_eq!(uid.as_deref(), Some("fay"), "the first login stays");
     assert!(!first.is_closed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_shows_its_cluster_members_and_forwarded_sessions_on_its_monitor() {
+    let master = master().await;
+    let (closed, _rx) = mpsc::unbounded_channel();
+    let _b = backend("b-monitor", &master, &closed).await;
+    let g = gate("g-monitor", &master).await;
+    let c = client(&g).await;
+    let _: String = c.request("Room.Join", &"ann").await.unwrap();
+    let admin = g.server.admin_addr().expect("the gate's admin listener");
+    let (status, _, body) = common::http_request(admin, "GET", "/debug/nano/node.json").await;
+    assert_eq!(status, 200);
+    let node: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ext = &node["extensions"][0];
+    assert_eq!(ext["name"], "cluster");
+    assert_eq!(ext["info"]["id"], "g-monitor");
+    assert_eq!(ext["info"]["forwarded_sessions"], 1);
+    let members = ext["info"]["members"].as_array().unwrap();
+    let b = members
+        .iter()
+        .find(|m| m["id"] == "b-monitor")
+        .unwrap_or_else(|| panic!("the backend among {members:?}"));
+    assert!(b["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s == "Room"));
+    assert_eq!(b["link_up"], true);
+    assert!(b["frames_sent"].as_u64().unwrap() >= 1);
+    // The forwarded request counts on the gate as a message in, not as a local handler's.
+    assert_eq!(node["stats"]["messages_in_total"], 1);
+    assert_eq!(node["stats"]["requests_total"], 0);
+}

@@ -497,9 +497,19 @@ fn a_crashed_peer_answers_every_pending_request_at_once_and_is_redialed() {
         wait_state(&a, LinkState::Down).await;
         drop(b);
 
-        let b2 = NodeServer::bind(addr, "node-b", LinkConfig::default(), Node::new().0)
-            .await
-            .expect("the address is free again");
+        // The crashed runtime closes its listener on a thread of its own
+        // (`shutdown_background`): the port is free once that thread got to it.
+        let deadline = Instant::now() + BOUND;
+        let b2 = loop {
+            match NodeServer::bind(addr, "node-b", LinkConfig::default(), Node::new().0).await {
+                Ok(b2) => break b2,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "the crashed peer's port is not free yet");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("the address is not free again: {e:?}"),
+            }
+        };
         a.wait_up(BOUND).await.expect("redialed");
         assert_eq!(
             &a.request(request("Echo.3", "three"), BOUND).await.unwrap()[..],

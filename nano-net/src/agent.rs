@@ -274,26 +274,27 @@ impl Link for ConnState {
 ///
 /// It runs in the connection's span (`conn`, info level: `remote`, `transport`, and `session`
 /// once the handshake is done), so everything traced about the connection carries them.
-pub(crate) async fn serve<S, R, W>(
+pub(crate) fn serve<S, R, W>(
     ctx: Arc<ServerCtx<S>>,
     source: R,
     sink: W,
     remote: SocketAddr,
     transport: Transport,
-) where
+) -> impl Future<Output = ()>
+where
     S: Serializer,
     R: PacketSource,
     W: PacketSink,
 {
+    // Not an `async fn`: a wrapper future would keep a second copy of the arguments in every
+    // connection's task.
     let span = tracing::info_span!(
         "conn",
         %remote,
         transport = transport.as_str(),
         session = tracing::field::Empty,
     );
-    serve_in_span(ctx, source, sink, remote, transport)
-        .instrument(span)
-        .await;
+    serve_in_span(ctx, source, sink, remote, transport).instrument(span)
 }
 
 async fn serve_in_span<S, R, W>(

@@ -303,11 +303,11 @@ impl Drop for ConnDone {
     }
 }
 
-async fn tcp_connection<S: Serializer>(
+fn tcp_connection<S: Serializer>(
     ctx: Arc<ServerCtx<S>>,
     stream: TcpStream,
     remote: SocketAddr,
-) {
+) -> impl std::future::Future<Output = ()> {
     let (r, w) = stream.into_split();
     agent::serve(
         ctx,
@@ -316,7 +316,6 @@ async fn tcp_connection<S: Serializer>(
         remote,
         Transport::Tcp,
     )
-    .await;
 }
 
 async fn tls_accept<S>(

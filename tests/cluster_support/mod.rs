@@ -221,6 +221,7 @@ pub async fn gate_with(id: &'static str, master: &Registry, login: MultiLogin) -
         .component(Lobby)
         .extension(node.clone())
         .tcp("127.0.0.1:0")
+        .admin("127.0.0.1:0")
         .start()
         .await
         .expect("gate starts");

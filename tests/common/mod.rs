@@ -194,5 +194,27 @@ pub fn body(response: &str) -> &str {
     response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
 
+/// One plain HTTP/1.1 request to `addr`: the status, the headers (lowercase names) and the
+/// body.
+#[allow(dead_code)] // not every test binary reads HTTP
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+) -> (u16, std::collections::HashMap<String, String>, String) {
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let text = http_exchange(addr, req.as_bytes()).await;
+    let head = text
+        .split_once("\r\n\r\n")
+        .map_or(text.as_str(), |(h, _)| h);
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status(&text), headers, body(&text).to_owned())
+}
+
 #[cfg(unix)]
 pub mod process;

@@ -192,7 +192,7 @@ impl<S: Serializer> EngineBuilder<S> {
     /// use nano_core::{metrics::prometheus_client::registry::Registry, EngineBuilder, Json};
     ///
     /// let engine = EngineBuilder::<Json>::new().metrics(Registry::default()).build().unwrap();
-    /// assert!(engine.metrics().unwrap().render().contains("nano_handler_response_time_seconds"));
+    /// assert!(engine.render_metrics().unwrap().contains("# TYPE nano_groups gauge"));
     /// ```
     #[must_use]
     pub fn metrics(mut self, registry: impl Into<Option<Registry>>) -> Self {
