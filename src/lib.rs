@@ -44,6 +44,9 @@ pub use nano_core::{
 };
 pub use nano_macros::component;
 
+#[cfg(feature = "otel")]
+pub mod otel;
+
 /// The plumbing under `nano::app()`, for transports, extensions (a cluster) and tests that
 /// drive an engine directly: the route table and dispatch ([`Engine`](engine::Engine),
 /// [`EngineBuilder`](engine::EngineBuilder)), where sessions' packets go
@@ -51,8 +54,8 @@ pub use nano_macros::component;
 pub mod engine {
     pub use nano_core::extension;
     pub use nano_core::{
-        DispatchError, Engine, EngineBuilder, InFlight, Link, Origin, Scheduler, SendError,
-        WeakEngine,
+        DispatchError, Engine, EngineBuilder, InFlight, Link, Origin, RouteEntry, Scheduler,
+        SendError, WeakEngine,
     };
 }
 
