@@ -303,11 +303,7 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
         let mut n = 0;
         for via in &args.transport {
             let ours_target = match (&ours, via.as_str()) {
-                (Some(s), "tcp") => Some(Target::Tcp(s.tcp)),
-                (Some(s), _) => Some(Target::Ws {
-                    addr: s.ws,
-                    path: WS_PATH.into(),
-                }),
+                (Some(s), _) => Some(s.target(via)),
                 (None, "tcp") => ext_tcp.clone(),
                 (None, _) => ext_ws.clone(),
             };
@@ -316,11 +312,7 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
                 continue;
             };
             let base_target = match (&base, via.as_str()) {
-                (Some(s), "tcp") => Some(Target::Tcp(s.tcp)),
-                (Some(s), _) => Some(Target::Ws {
-                    addr: s.ws,
-                    path: WS_PATH.into(),
-                }),
+                (Some(s), _) => Some(s.target(via)),
                 (None, "tcp") => ext_base_tcp.clone(),
                 (None, _) => ext_base_ws.clone(),
             };
@@ -352,13 +344,7 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
                     if let Some(m) = &with_metrics {
                         specs.push(LoadSpec {
                             label: "nano+metrics".into(),
-                            target: match via.as_str() {
-                                "tcp" => Target::Tcp(m.tcp),
-                                _ => Target::Ws {
-                                    addr: m.ws,
-                                    path: WS_PATH.into(),
-                                },
-                            },
+                            target: m.target(via),
                             server_pids: vec![m.pid],
                         });
                     }
@@ -446,11 +432,7 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
                     None => None,
                 };
                 let target = match (&proc_, via.as_str()) {
-                    (Some(p), "tcp") => Some(Target::Tcp(p.tcp)),
-                    (Some(p), _) => Some(Target::Ws {
-                        addr: p.ws,
-                        path: WS_PATH.into(),
-                    }),
+                    (Some(p), _) => Some(p.target(via)),
                     (None, "tcp") => ext_tcp.clone(),
                     (None, _) => ext_ws.clone(),
                 };

@@ -129,6 +129,18 @@ pub struct ServerProc {
 }
 
 impl ServerProc {
+    /// The target of this server over `via` (`tcp`, or WebSocket otherwise).
+    #[allow(dead_code)] // not every bench loads by transport name
+    pub fn target(&self, via: &str) -> crate::conn::Target {
+        match via {
+            "tcp" => crate::conn::Target::Tcp(self.tcp),
+            _ => crate::conn::Target::Ws {
+                addr: self.ws,
+                path: WS_PATH.into(),
+            },
+        }
+    }
+
     /// Starts `kind` on ephemeral loopback ports and waits until it listens.
     pub fn spawn(kind: Kind, heartbeat: u64) -> io::Result<ServerProc> {
         let heartbeat = heartbeat.to_string();

@@ -78,7 +78,7 @@ impl Metrics {
     /// Registers the engine's families in `registry` (under `nano_`) for these routes (name and
     /// scheduler index) and schedulers (names).
     pub(crate) fn new(
-        mut registry: Registry,
+        registry: Registry,
         routes: Vec<(String, usize)>,
         schedulers: &[String],
     ) -> Self {
@@ -100,8 +100,8 @@ impl Metrics {
         for s in schedulers {
             let _ = queue.get_or_create(&vec![("scheduler", s.clone())]);
         }
-        let m = Metrics {
-            registry: Registry::default(),
+        let mut m = Metrics {
+            registry,
             ok,
             routes,
             response_time,
@@ -113,7 +113,7 @@ impl Metrics {
             group_members: Gauge::default(),
             handled: AtomicU64::new(0),
         };
-        let r = registry.sub_registry_with_prefix("nano");
+        let r = m.registry.sub_registry_with_prefix("nano");
         r.register(
             "handler_response_time_seconds",
             "Time from a message being queued for its handler to the handler's answer, by route, status, error code and type",
@@ -145,7 +145,7 @@ impl Metrics {
             "Members of all groups alive in this process",
             m.group_members.clone(),
         );
-        Metrics { registry, ..m }
+        m
     }
 
     /// The registry holding every family (the engine's and the transports').

@@ -123,18 +123,20 @@ impl<S: Serializer> ServerCtx<S> {
             .collect()
     }
 
+    /// Open sessions by transport ([`Transport::index`](crate::server::Transport) order).
+    pub fn clients_per_transport(&self) -> [usize; 4] {
+        let mut per_transport = [0usize; 4];
+        for r in self.lock().values() {
+            per_transport[r.conn.transport().index()] += 1;
+        }
+        per_transport
+    }
+
     /// Every metric family rendered, with the gauges read now; `None` when metrics are off.
     pub fn render_metrics(&self) -> Option<String> {
         if let Some(m) = &self.net_metrics {
-            let mut per_transport = [0usize; 4];
-            let sessions = {
-                let conns = self.lock();
-                for r in conns.values() {
-                    per_transport[r.conn.transport().index()] += 1;
-                }
-                conns.len()
-            };
-            m.refresh(per_transport, sessions);
+            let per_transport = self.clients_per_transport();
+            m.refresh(per_transport, per_transport.iter().sum());
         }
         self.engine.render_metrics()
     }

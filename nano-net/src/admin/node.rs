@@ -92,18 +92,11 @@ pub(crate) fn node_json<S: Serializer>(ctx: &ServerCtx<S>, facts: &NodeFacts) ->
         })
         .collect();
 
-    let mut per_transport = Map::new();
-    for t in super::metrics::TRANSPORTS {
-        per_transport.insert(t.as_str().to_owned(), json!(0));
-    }
     let mut conns = ctx.connections();
     conns.sort_by_key(|(s, _)| s.id());
     let sessions: Vec<Value> = conns
         .iter()
         .map(|(session, conn)| {
-            if let Some(n) = per_transport.get_mut(conn.transport().as_str()) {
-                *n = json!(n.as_u64().unwrap_or(0) + 1);
-            }
             let (open, idle) = conn.ages();
             json!({
                 "id": session.id(),
@@ -119,23 +112,25 @@ pub(crate) fn node_json<S: Serializer>(ctx: &ServerCtx<S>, facts: &NodeFacts) ->
         })
         .collect();
 
-    let mut stats = json!({
-        "connected_clients": per_transport,
-        "sessions": sessions.len(),
-    });
-    if let (Some(obj), Some(metrics)) = (stats.as_object_mut(), engine.metrics()) {
-        obj.insert("requests_total".into(), json!(metrics.handled()));
+    let clients = ctx.clients_per_transport();
+    let per_transport: Map<String, Value> = super::metrics::TRANSPORTS
+        .iter()
+        .map(|t| (t.as_str().to_owned(), json!(clients[t.index()])))
+        .collect();
+    let (groups, members) = nano_core::metrics::group_census();
+    let mut stats = Map::new();
+    stats.insert("connected_clients".into(), Value::Object(per_transport));
+    stats.insert("sessions".into(), json!(sessions.len()));
+    if let Some(metrics) = engine.metrics() {
+        stats.insert("requests_total".into(), json!(metrics.handled()));
     }
-    if let (Some(obj), Some(net)) = (stats.as_object_mut(), &ctx.net_metrics) {
+    if let Some(net) = &ctx.net_metrics {
         for (key, value) in net.totals() {
-            obj.insert(key.into(), json!(value));
+            stats.insert(key.into(), json!(value));
         }
     }
-    if let Some(obj) = stats.as_object_mut() {
-        let (groups, members) = nano_core::metrics::group_census();
-        obj.insert("groups".into(), json!(groups));
-        obj.insert("group_members".into(), json!(members));
-    }
+    stats.insert("groups".into(), json!(groups));
+    stats.insert("group_members".into(), json!(members));
 
     let extensions: Vec<Value> = engine
         .extensions()
