@@ -11,6 +11,9 @@
 //! - Members leave the room when they disconnect (a session-closed callback tells the others
 //!   with an `onLeave` push, which go-nano clients ignore); a traffic-stats
 //!   pipeline counts inbound and outbound messages, and a timer logs the room size.
+//! - Sessions resume (`--resume 30`): a page whose socket drops reconnects within 30 s to the
+//!   same session, still in the room, and gets every message sent meanwhile; the others see
+//!   no leave and no join.
 //! - The push routes are in the route dictionary, but a client gets them compressed only after
 //!   it sent a route as one of the handshake's `dict` codes itself: clients that ignore the
 //!   dictionary (go-nano's demo client, string-route-only clients, pypomelo, which compresses
@@ -43,6 +46,10 @@ struct Args {
     /// Heartbeat interval in seconds.
     #[arg(long, default_value_t = 30)]
     heartbeat: u64,
+    /// Seconds a session whose connection dropped waits for its page to come back and resume
+    /// it (0: no resume).
+    #[arg(long, default_value_t = 30)]
+    resume: u64,
     /// Seconds between room-stats log lines.
     #[arg(long, default_value_t = 60)]
     stats: u64,
@@ -60,7 +67,7 @@ fn main() -> std::io::Result<()> {
     common::init_tracing();
     let args = Args::parse();
     let stats = Arc::new(Stats::default());
-    let app = nano::app()
+    let mut app = nano::app()
         .component(Room::new(
             stats.clone(),
             Duration::from_secs(args.stats.max(1)),
@@ -71,5 +78,8 @@ fn main() -> std::io::Result<()> {
         .http_embedded(PAGES)
         .websocket(args.addr, &args.ws_path)
         .tcp(args.tcp);
+    if args.resume > 0 {
+        app = app.resume(Duration::from_secs(args.resume));
+    }
     common::serve(args.admin.apply(app), true, &args.ws_path)
 }

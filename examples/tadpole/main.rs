@@ -8,7 +8,8 @@
 //! Component `World`: `World.Enter` (request → `{"id"}`), `World.Update` (a raw payload relayed
 //! verbatim to everyone as push `update`: the server never parses the hot path),
 //! `World.Message` (chat, pushed as `message` with the sender's id), and push `leave` when a
-//! player disconnects.
+//! player disconnects. Sessions resume (`--resume 30`): a page whose socket drops swims on
+//! as the same tadpole when it is back within 30 s.
 
 use std::time::Duration;
 
@@ -73,6 +74,10 @@ struct Args {
     /// Heartbeat interval in seconds.
     #[arg(long, default_value_t = 30)]
     heartbeat: u64,
+    /// Seconds a session whose connection dropped waits for its page to come back and resume
+    /// it (0: no resume).
+    #[arg(long, default_value_t = 30)]
+    resume: u64,
     #[command(flatten)]
     admin: common::AdminArgs,
 }
@@ -86,7 +91,7 @@ static PAGES: &[(&str, &[u8])] = &[
 fn main() -> std::io::Result<()> {
     common::init_tracing();
     let args = Args::parse();
-    let app = nano::app()
+    let mut app = nano::app()
         .component(World {
             players: Group::new("world"),
         })
@@ -94,5 +99,8 @@ fn main() -> std::io::Result<()> {
         .heartbeat(Some(Duration::from_secs(args.heartbeat)))
         .http_embedded(PAGES)
         .websocket(args.addr, "/nano");
+    if args.resume > 0 {
+        app = app.resume(Duration::from_secs(args.resume));
+    }
     common::serve(args.admin.apply(app), true, "/nano")
 }

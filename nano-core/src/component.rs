@@ -319,13 +319,41 @@ impl<C: Component> Context<C> {
         &self,
         f: impl Fn(&mut C, &Session<C::Serializer>) + Send + Sync + 'static,
     ) {
+        lock(&self.shared.closed_hooks).push(self.session_hook(f));
+    }
+
+    /// Registers a callback run (on this component's scheduler, in the session's lane)
+    /// whenever a session is suspended: its connection dropped and it waits, for the
+    /// application's grace period, for its client to resume it. It keeps its uid, data and
+    /// groups meanwhile; pushes to it are kept for the client. A session that is not resumed
+    /// in time closes ([`on_session_closed`](Self::on_session_closed) runs then).
+    pub fn on_session_suspended(
+        &self,
+        f: impl Fn(&mut C, &Session<C::Serializer>) + Send + Sync + 'static,
+    ) {
+        lock(&self.shared.suspended_hooks).push(self.session_hook(f));
+    }
+
+    /// Registers a callback run (on this component's scheduler, in the session's lane)
+    /// whenever a suspended session's client came back on a new connection.
+    pub fn on_session_resumed(
+        &self,
+        f: impl Fn(&mut C, &Session<C::Serializer>) + Send + Sync + 'static,
+    ) {
+        lock(&self.shared.resumed_hooks).push(self.session_hook(f));
+    }
+
+    /// A session hook that runs `f` on this component's scheduler, in the session's lane.
+    fn session_hook(
+        &self,
+        f: impl Fn(&mut C, &Session<C::Serializer>) + Send + Sync + 'static,
+    ) -> crate::shared::ClosedHook<C::Serializer> {
         let f = Arc::new(f);
         let ctx = self.clone();
-        let hook = Arc::new(move |session: &Session<C::Serializer>| {
+        Arc::new(move |session: &Session<C::Serializer>| {
             let f = f.clone();
             let session = session.clone();
             ctx.run_in(Lane::session(session.id()), move |c| f(c, &session));
-        });
-        lock(&self.shared.closed_hooks).push(hook);
+        })
     }
 }

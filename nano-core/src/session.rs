@@ -76,6 +76,8 @@ struct Inner<S> {
     version: AtomicU64,
     /// The id of the last request the client sent (0: none yet), for the monitor page.
     last_message_id: AtomicU64,
+    /// Its connection dropped; it waits for its client to resume it (see [`Session::suspend`]).
+    suspended: AtomicBool,
 }
 
 impl<S> Clone for Session<S> {
@@ -124,6 +126,7 @@ impl<S: Serializer> Session<S> {
                 shared_data: Mutex::new(std::collections::BTreeMap::new()),
                 version: AtomicU64::new(0),
                 last_message_id: AtomicU64::new(0),
+                suspended: AtomicBool::new(false),
             }),
         }
     }
@@ -505,11 +508,45 @@ impl<S> Session<S> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.inner.suspended.store(false, Ordering::Release);
         let groups = std::mem::take(&mut *lock(&self.inner.groups));
         for g in groups.iter().filter_map(Weak::upgrade) {
             g.remove_member(self.id());
         }
         let hooks = lock(&self.inner.shared.closed_hooks).clone();
+        for hook in hooks {
+            hook(self);
+        }
+    }
+
+    /// Whether the session is suspended: its connection dropped and it waits for its client to
+    /// come back (an application that resumes sessions; see [`Session::suspend`]).
+    pub fn is_suspended(&self) -> bool {
+        self.inner.suspended.load(Ordering::Acquire)
+    }
+
+    /// Marks the session suspended and runs the session-suspended callbacks, once per
+    /// suspension: its connection dropped, and it stays open (uid, data, groups) while its
+    /// link keeps what is sent to it for the client's return. Transports that resume sessions
+    /// call this; a closed session is not suspended.
+    pub fn suspend(&self) {
+        if self.is_closed() || self.inner.suspended.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let hooks = lock(&self.inner.shared.suspended_hooks).clone();
+        for hook in hooks {
+            hook(self);
+        }
+    }
+
+    /// Marks a suspended session resumed (its client is back on a new connection) and runs
+    /// the session-resumed callbacks. Transports call this; it does nothing to a session that
+    /// is not suspended.
+    pub fn resume(&self) {
+        if self.is_closed() || !self.inner.suspended.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let hooks = lock(&self.inner.shared.resumed_hooks).clone();
         for hook in hooks {
             hook(self);
         }

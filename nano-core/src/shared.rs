@@ -21,6 +21,10 @@ pub(crate) struct Shared<S> {
     pub pipeline: Pipeline<S>,
     pub closed_hooks: Mutex<Vec<ClosedHook<S>>>,
     pub bound_hooks: Mutex<Vec<BoundHook<S>>>,
+    /// Run when a session's connection dropped and the session waits for its client to come
+    /// back (see [`Session::suspend`]), and when it came back ([`Session::resume`]).
+    pub suspended_hooks: Mutex<Vec<ClosedHook<S>>>,
+    pub resumed_hooks: Mutex<Vec<ClosedHook<S>>>,
     /// In-flight messages allowed per session before its reader waits.
     pub max_inflight: usize,
     /// ORed into every session id made by this application (see
@@ -40,6 +44,8 @@ impl<S> Default for Shared<S> {
             pipeline: Pipeline::default(),
             closed_hooks: Mutex::new(Vec::new()),
             bound_hooks: Mutex::new(Vec::new()),
+            suspended_hooks: Mutex::new(Vec::new()),
+            resumed_hooks: Mutex::new(Vec::new()),
             max_inflight: 64,
             session_id_base: 0,
             engine: std::sync::OnceLock::new(),

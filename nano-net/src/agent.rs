@@ -26,6 +26,7 @@ use crate::admin::metrics::NetMetrics;
 use crate::config::{FullQueuePolicy, HandshakeRequest, ServerConfig};
 use crate::ctx::ServerCtx;
 use crate::outbox::{Outbox, PushError};
+use crate::resume::{Detached, ResumeLink, Resuming};
 use crate::server::Transport;
 use crate::transport::{bounded_write, PacketSink, PacketSource, Progress, Stalled};
 
@@ -201,6 +202,14 @@ impl ConnState {
         }
     }
 
+    /// The heartbeat found the peer silent, and its session can be resumed: the connection
+    /// is closed (without a Kick, which would tell the client not to come back) and its
+    /// session suspended.
+    pub(crate) fn drop_silent(&self) {
+        self.cause("heartbeat timeout");
+        self.end(Ending::Close);
+    }
+
     /// Stops the connection at once, without flushing.
     pub(crate) fn abort(&self) {
         self.closing.store(true, Ordering::Release);
@@ -321,6 +330,7 @@ async fn serve_in_span<S, R, W>(
         ctx: ctx.clone(),
         state: state.clone(),
         session: None,
+        link: None,
     };
     let outbox = &state.outbox;
     let close_timeout = ctx.config.shutdown_timeout;
@@ -333,6 +343,7 @@ async fn serve_in_span<S, R, W>(
     let mut codec = PacketCodec::new(ctx.config.max_handshake_size.min(max_packet));
     source.limit_reads(Some(ctx.config.max_handshake_size));
     // Boxed: once per connection, it must not make every connection's task larger.
+    let mut resuming = None;
     let shaken = Box::pin(handshake(
         &ctx,
         &mut source,
@@ -342,9 +353,13 @@ async fn serve_in_span<S, R, W>(
         &mut codec,
         &state,
         remote,
+        &mut resuming,
     ))
     .await;
     if let Err(failure) = shaken {
+        if let Some(Resuming::Resumed { link, .. }) = resuming {
+            link.unclaim();
+        }
         state.cause("handshake failed");
         match &failure {
             HandshakeFailure::Quiet(reason) => tracing::debug!(%remote, reason, "handshake failed"),
@@ -371,9 +386,29 @@ async fn serve_in_span<S, R, W>(
     codec = PacketCodec::new(max_packet);
     source.limit_reads(None);
 
-    let session = ctx.engine.open_session(state.clone());
+    let (session, link) = match resuming {
+        None => (ctx.engine.open_session(state.clone()), None),
+        Some(resuming) => match open_resumable(&ctx, &state, resuming) {
+            Some((session, link)) => (session, Some(link)),
+            None => {
+                // The claimed session ended while this connection shook hands.
+                state.end(Ending::Kick(Some("session ended".into())));
+                Box::pin(close_out(
+                    &mut sink,
+                    &state,
+                    close_timeout,
+                    write_timeout,
+                    batch,
+                ))
+                .await;
+                teardown.finished();
+                return;
+            }
+        },
+    };
     ctx.register(&session, &state);
     teardown.session = Some(session.clone());
+    teardown.link = link.clone();
     tracing::Span::current().record("session", session.id());
     if ctx.dropped.is_cancelled() {
         // The server was dropped while this connection shook hands.
@@ -470,6 +505,31 @@ async fn serve_in_span<S, R, W>(
     } else {
         state.end(Ending::Close);
     }
+    if let Some(link) = &link {
+        // A dropped connection (not a protocol error, not the server's kick or close, not
+        // shutdown) suspends its session.
+        let drop =
+            reason.is_none() && !ctx.shutting_down.is_cancelled() && !ctx.dropped.is_cancelled();
+        match link.detach(&state, drop) {
+            Detached::Suspended(suspension) => {
+                teardown.session = None;
+                ctx.unregister(&session, &state);
+                tracing::debug!(%remote, session = session.id(), cause = state.cause.get().copied().unwrap_or(""), "session suspended");
+                session.suspend();
+                tokio::spawn(crate::resume::watch(
+                    ctx.clone(),
+                    session.clone(),
+                    link.clone(),
+                    suspension,
+                ));
+            }
+            Detached::NotCurrent => {
+                teardown.session = None;
+                ctx.unregister(&session, &state);
+            }
+            Detached::Close => {}
+        }
+    }
     teardown.close_session();
     // Boxed: the end of a connection must not make every connection's task larger.
     Box::pin(close_out(
@@ -492,15 +552,25 @@ async fn serve_in_span<S, R, W>(
 struct Teardown<S: Serializer> {
     ctx: Arc<ServerCtx<S>>,
     state: Arc<ConnState>,
-    /// The registered session, until it has been closed.
+    /// The registered session, until it has been closed (or suspended).
     session: Option<Session<S>>,
+    /// Its link, when the session can be resumed.
+    link: Option<Arc<ResumeLink>>,
 }
 
 impl<S: Serializer> Teardown<S> {
     /// Unregisters the session and runs its session-closed callbacks.
     fn close_session(&mut self) {
         if let Some(session) = self.session.take() {
-            self.ctx.unregister(&session);
+            self.ctx.unregister(&session, &self.state);
+            if let Some(link) = self.link.take() {
+                if link.detach(&self.state, false) == Detached::NotCurrent {
+                    return; // another connection serves it now
+                }
+                if let Some(resumer) = &self.ctx.resumer {
+                    resumer.forget(&link);
+                }
+            }
             // Never let a panic out of here: this also runs in `drop`, maybe while unwinding.
             let closed = std::panic::catch_unwind(AssertUnwindSafe(|| session.closed()));
             if closed.is_err() {
@@ -626,6 +696,42 @@ async fn close_out<W: PacketSink>(
     state.kill.cancel();
 }
 
+/// The session of a connection whose server resumes sessions: a fresh one on a new link, or
+/// the claimed one, with what it missed queued. `None` when the claimed session ended
+/// meanwhile.
+fn open_resumable<S: Serializer>(
+    ctx: &ServerCtx<S>,
+    state: &Arc<ConnState>,
+    resuming: Resuming<S>,
+) -> Option<(Session<S>, Arc<ResumeLink>)> {
+    let resumer = ctx.resumer.as_ref()?;
+    match resuming {
+        Resuming::Fresh { token } => {
+            let link = resumer.link(state.clone(), token);
+            let session = ctx.engine.open_session(link.clone());
+            resumer.insert(token, &session, &link);
+            Some((session, link))
+        }
+        Resuming::Resumed {
+            session,
+            link,
+            received,
+        } => match link.attach(state, received) {
+            Ok(replayed) => {
+                tracing::debug!(
+                    session = session.id(),
+                    received,
+                    replayed,
+                    "session resumed"
+                );
+                session.resume();
+                Some((session, link))
+            }
+            Err(_) => None,
+        },
+    }
+}
+
 /// Why a handshake did not complete.
 enum HandshakeFailure {
     /// The peer left, timed out, or the server stopped it: traced at debug level.
@@ -653,6 +759,7 @@ async fn handshake<S: Serializer, R: PacketSource, W: PacketSink>(
     codec: &mut PacketCodec,
     state: &ConnState,
     remote: SocketAddr,
+    resuming: &mut Option<Resuming<S>>,
 ) -> Result<(), HandshakeFailure> {
     use HandshakeFailure::{Quiet, Refused};
     let deadline = Instant::now() + ctx.config.handshake_timeout;
@@ -664,7 +771,8 @@ async fn handshake<S: Serializer, R: PacketSource, W: PacketSink>(
         {
             match (packet.kind, answered) {
                 (PacketType::Handshake, false) => {
-                    let (code, body) = ctx.handshake_response(&packet.body, remote);
+                    let (code, body, decided) = ctx.handshake_response(&packet.body, remote);
+                    *resuming = decided;
                     let packet = Packet::new(PacketType::Handshake, body)
                         .encode()
                         .map_err(|e| Refused(e.to_string()))?;

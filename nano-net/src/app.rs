@@ -210,6 +210,29 @@ impl<S: Serializer> App<S> {
         self
     }
 
+    /// Resumes sessions whose connection drops (off by default): the session waits `resume`'s
+    /// grace period for its client, keeping its uid, data and groups, and what is sent to it
+    /// meanwhile (bounded, see [`Resume::buffer`](crate::Resume::buffer)); a client that
+    /// comes back with its token gets the same session, the missed packets replayed in order,
+    /// once. The handshake carries the token; nano's Rust client and `nano.js` reconnect and
+    /// resume on their own, and clients that know nothing of it go on as before. A session the
+    /// server kicks or closes is not suspended. Components see it with
+    /// [`Context::on_session_suspended`](nano_core::Context::on_session_suspended) and
+    /// [`on_session_resumed`](nano_core::Context::on_session_resumed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let app = nano_net::app().resume(Duration::from_secs(30));
+    /// # drop(app);
+    /// ```
+    #[must_use]
+    pub fn resume(mut self, resume: impl Into<crate::Resume>) -> Self {
+        self.config.resume = Some(resume.into());
+        self
+    }
+
     /// Time allowed from accept to HandshakeAck (default 10 s).
     #[must_use]
     pub fn handshake_timeout(mut self, t: Duration) -> Self {

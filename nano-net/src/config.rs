@@ -94,6 +94,9 @@ pub struct ServerConfig {
     /// Per-IP connection cap and connection rate at accept (off by default; see
     /// [`PerIpLimits`]).
     pub per_ip: PerIpLimits,
+    /// Session resume (off by default; see [`Resume`](crate::Resume)): a session whose
+    /// connection drops waits this long for its client, with what is sent to it meanwhile.
+    pub resume: Option<crate::Resume>,
 }
 
 impl Default for ServerConfig {
@@ -111,6 +114,7 @@ impl Default for ServerConfig {
             allowed_origins: None,
             validator: None,
             per_ip: PerIpLimits::default(),
+            resume: None,
         }
     }
 }
@@ -130,6 +134,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("allowed_origins", &self.allowed_origins)
             .field("validator", &self.validator.is_some())
             .field("per_ip", &self.per_ip)
+            .field("resume", &self.resume)
             .finish()
     }
 }

@@ -11,7 +11,8 @@ use nano_core::{Engine, Serializer, Session};
 
 use crate::admin::metrics::NetMetrics;
 use crate::agent::{self, ConnState};
-use crate::config::ServerConfig;
+use crate::config::{HandshakeRequest, ServerConfig};
+use crate::resume::Resuming;
 
 /// What a server's agents share.
 pub(crate) struct ServerCtx<S> {
@@ -22,8 +23,12 @@ pub(crate) struct ServerCtx<S> {
     pub shutting_down: tokio_util::sync::CancellationToken,
     /// Cancelled when the server is dropped: every connection stops at once.
     pub dropped: tokio_util::sync::CancellationToken,
-    /// The `sys` of the handshake response, prepared once.
+    /// The handshake response, prepared once ...
     handshake_ok: Bytes,
+    /// ... and its `sys`, which a server resuming sessions completes per connection.
+    handshake_sys: serde_json::Map<String, serde_json::Value>,
+    /// The resumable sessions, when the server resumes sessions.
+    pub resumer: Option<crate::resume::Resumer<S>>,
     /// The transport's metrics, when they are on.
     pub net_metrics: Option<Arc<NetMetrics>>,
     /// When the server started (wall clock) ...
@@ -46,7 +51,13 @@ impl<S: Serializer> ServerCtx<S> {
             sys.insert("heartbeat".into(), hb.as_secs().into());
         }
         let body = serde_json::json!({ "code": 200, "sys": sys });
+        let resumer = config
+            .resume
+            .as_ref()
+            .map(|r| crate::resume::Resumer::new(r, &config));
         ServerCtx {
+            resumer,
+            handshake_sys: sys,
             engine,
             config,
             conns: Mutex::new(HashMap::new()),
@@ -59,19 +70,42 @@ impl<S: Serializer> ServerCtx<S> {
         }
     }
 
-    /// The handshake response (code, body) for a client handshake body.
-    pub fn handshake_response(&self, body: &[u8], remote: SocketAddr) -> (u16, Bytes) {
+    /// The handshake response (code, body) for a client handshake body; with session resume
+    /// on, what it decided for the session too (see [`crate::resume`]).
+    pub fn handshake_response(
+        &self,
+        body: &[u8],
+        remote: SocketAddr,
+    ) -> (u16, Bytes, Option<Resuming<S>>) {
         let req = match agent::parse_handshake(body, remote) {
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(%remote, error = %e, "undecodable handshake");
-                return (500, refusal(500, "undecodable handshake"));
+                return (500, refusal(500, "undecodable handshake"), None);
             }
         };
+        let (code, body) = self.validate(&req, remote);
+        if code != 200 {
+            return (code, body, None);
+        }
+        let Some((resuming, answer)) = self.resumer.as_ref().and_then(|r| r.begin(&req.sys)) else {
+            return (code, body, None);
+        };
+        if let (Some(m), Some(_)) = (&self.net_metrics, req.sys.get("resume")) {
+            m.resume(answer["resumed"] == true);
+        }
+        let mut sys = self.handshake_sys.clone();
+        sys.insert("resume".into(), answer);
+        let body = serde_json::json!({ "code": 200, "sys": sys });
+        (200, body.to_string().into(), Some(resuming))
+    }
+
+    /// Runs the handshake validator: (200, the prepared response) or the refusal.
+    fn validate(&self, req: &HandshakeRequest, remote: SocketAddr) -> (u16, Bytes) {
         if let Some(v) = &self.config.validator {
             // The validator is user code on the connection's task: a panic in it refuses this
             // one handshake (code 500), like a handler's panic fails one request.
-            match std::panic::catch_unwind(AssertUnwindSafe(|| v(&req))) {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| v(req))) {
                 Ok(Ok(())) => {}
                 Ok(Err(refused)) => {
                     tracing::info!(%remote, code = refused.code, reason = %refused.reason, "handshake refused");
@@ -106,8 +140,15 @@ impl<S: Serializer> ServerCtx<S> {
         self.lock().insert(s.id(), entry);
     }
 
-    pub fn unregister(&self, s: &Session<S>) {
-        self.lock().remove(&s.id());
+    /// Unregisters a session, unless another connection serves it now (it was resumed).
+    pub fn unregister(&self, s: &Session<S>, conn: &Arc<ConnState>) {
+        let mut conns = self.lock();
+        if conns
+            .get(&s.id())
+            .is_some_and(|r| Arc::ptr_eq(&r.conn, conn))
+        {
+            conns.remove(&s.id());
+        }
     }
 
     /// The open sessions.
@@ -136,7 +177,8 @@ impl<S: Serializer> ServerCtx<S> {
     pub fn render_metrics(&self) -> Option<String> {
         if let Some(m) = &self.net_metrics {
             let per_transport = self.clients_per_transport();
-            m.refresh(per_transport, per_transport.iter().sum());
+            let suspended = self.resumer.as_ref().map_or(0, |r| r.suspended().len());
+            m.refresh(per_transport, per_transport.iter().sum(), suspended);
         }
         self.engine.render_metrics()
     }
@@ -219,7 +261,7 @@ mod tests {
             // What the sweeper runs at (listen.rs reads ctx.config) ...
             assert_eq!(ctx.config.heartbeat, Some(Duration::from_secs(announced)));
             // ... is what the handshake tells the client.
-            let (code, body) = ctx.handshake_response(b"{}", ([127, 0, 0, 1], 1).into());
+            let (code, body, _) = ctx.handshake_response(b"{}", ([127, 0, 0, 1], 1).into());
             assert_eq!(code, 200);
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(v["sys"]["heartbeat"], announced, "{configured:?}");

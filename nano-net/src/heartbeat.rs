@@ -81,7 +81,12 @@ pub(crate) fn sweep<S: Serializer>(ctx: &ServerCtx<S>, heartbeat: &Bytes) -> usi
                 "heartbeat timeout: kicking"
             );
         }
-        session.kick_with_reason(Some("heartbeat timeout"));
+        if ctx.resumer.is_some() {
+            // The connection is dead, not the session: it waits for its client to resume it.
+            conn.drop_silent();
+        } else {
+            session.kick_with_reason(Some("heartbeat timeout"));
+        }
     }
     silent.len()
 }

@@ -37,6 +37,7 @@ mod listener;
 mod outbox;
 mod per_ip;
 mod proxy;
+mod resume;
 mod server;
 mod sync;
 mod tls;
@@ -45,11 +46,13 @@ mod ws;
 
 pub use app::{app, app_with, App};
 pub use client::{
-    AnyPushStream, Client, ClientBuilder, ClientError, ClientEvent, HandshakeInfo, PushStream,
+    AnyPushStream, Client, ClientBuilder, ClientError, ClientEvent, ConnectionEvent, HandshakeInfo,
+    PushStream,
 };
 pub use config::{FullQueuePolicy, HandshakeRefusal, HandshakeRequest, ServerConfig};
 pub use http::{embedded, static_dir, HttpHandler, HttpRequest, HttpResponse};
 pub use listener::Listener;
 pub use per_ip::{ConnectionRate, PerIpLimits, PerIpRefusals};
+pub use resume::Resume;
 pub use server::{Server, Transport};
 pub use tls::TlsConfig;

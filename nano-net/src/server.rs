@@ -145,6 +145,9 @@ impl<S: Serializer> Server<S> {
         for s in self.ctx.sessions() {
             s.kick_with_reason(Some("server shutting down"));
         }
+        if let Some(resumer) = &self.ctx.resumer {
+            resumer.close_suspended();
+        }
         let deadline = tokio::time::Instant::now() + self.ctx.config.shutdown_timeout;
         while self.conns.active() > 0 {
             let notified = self.conns.all_done.notified();

@@ -216,5 +216,6 @@ pub async fn http_request(
     (status(&text), headers, body(&text).to_owned())
 }
 
+pub mod cut;
 #[cfg(unix)]
 pub mod process;

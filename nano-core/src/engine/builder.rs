@@ -244,6 +244,8 @@ impl<S: Serializer> EngineBuilder<S> {
             pipeline: self.pipeline,
             closed_hooks: Mutex::new(Vec::new()),
             bound_hooks: Mutex::new(Vec::new()),
+            suspended_hooks: Mutex::new(Vec::new()),
+            resumed_hooks: Mutex::new(Vec::new()),
             max_inflight: self.max_inflight,
             session_id_base: self
                 .extensions

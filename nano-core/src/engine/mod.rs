@@ -248,6 +248,20 @@ impl<S: Serializer> Engine<S> {
         lock(&self.inner.shared.bound_hooks).push(Arc::new(hook));
     }
 
+    /// Registers a callback run whenever a session is suspended: its connection dropped and,
+    /// the application resuming sessions, it waits for its client to come back (see
+    /// [`Session::suspend`]). It must not block. (Components use
+    /// [`Context::on_session_suspended`](crate::Context::on_session_suspended).)
+    pub fn on_session_suspended(&self, hook: impl Fn(&Session<S>) + Send + Sync + 'static) {
+        lock(&self.inner.shared.suspended_hooks).push(Arc::new(hook));
+    }
+
+    /// Registers a callback run whenever a suspended session's client came back on a new
+    /// connection ([`Session::resume`]). It must not block.
+    pub fn on_session_resumed(&self, hook: impl Fn(&Session<S>) + Send + Sync + 'static) {
+        lock(&self.inner.shared.resumed_hooks).push(Arc::new(hook));
+    }
+
     /// A handle that does not keep the engine alive.
     pub fn downgrade(&self) -> WeakEngine<S> {
         WeakEngine {

@@ -39,6 +39,8 @@ pub(crate) struct NetMetrics {
     disconnects: Family<Labels, Counter>,
     rejected: Family<Labels, Counter>,
     dropped: Counter,
+    suspended: Gauge,
+    resumes: Family<Labels, Counter>,
 }
 
 fn by_transport(t: Transport) -> Labels {
@@ -66,6 +68,8 @@ impl NetMetrics {
             disconnects: Family::default(),
             rejected: Family::default(),
             dropped: Counter::default(),
+            suspended: Gauge::default(),
+            resumes: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("nano");
         let [messages_in, messages_out, bytes_in, bytes_out] = families;
@@ -87,6 +91,16 @@ impl NetMetrics {
             m.connected.clone(),
         );
         r.register("sessions", "Open sessions", m.sessions.clone());
+        r.register(
+            "suspended_sessions",
+            "Sessions whose connection dropped, waiting for their client to resume them",
+            m.suspended.clone(),
+        );
+        r.register(
+            "resumes",
+            "Handshakes that presented a resume token, by outcome (resumed or refused)",
+            m.resumes.clone(),
+        );
         r.register("kicks", "Sessions kicked, by reason", m.kicks.clone());
         r.register(
             "disconnects",
@@ -121,8 +135,11 @@ impl NetMetrics {
         &self.traffic[t.index()]
     }
 
-    /// Sets the scrape-time gauges: connected clients per transport and sessions.
-    pub fn refresh(&self, per_transport: [usize; 4], sessions: usize) {
+    /// Sets the scrape-time gauges: connected clients per transport, sessions and suspended
+    /// sessions.
+    pub fn refresh(&self, per_transport: [usize; 4], sessions: usize, suspended: usize) {
+        self.suspended
+            .set(i64::try_from(suspended).unwrap_or(i64::MAX));
         for (t, n) in TRANSPORTS.iter().zip(per_transport) {
             self.connected
                 .get_or_create(&by_transport(*t))
@@ -147,6 +164,14 @@ impl NetMetrics {
     pub fn rejected(&self, reason: &'static str) {
         self.rejected
             .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+    }
+
+    /// A handshake presented a resume token: `resumed` or not.
+    pub fn resume(&self, resumed: bool) {
+        let outcome = if resumed { "resumed" } else { "refused" };
+        self.resumes
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
             .inc();
     }
 

@@ -49,6 +49,7 @@ pub(crate) fn node_json<S: Serializer>(ctx: &ServerCtx<S>, facts: &NodeFacts) ->
         "route_compression": engine.handshake_sys().contains_key("dict"),
         "allowed_origins": config.allowed_origins,
         "metrics": ctx.net_metrics.is_some(),
+        "resume_grace_s": opt_secs(ctx.resumer.as_ref().map(|r| r.grace())),
     });
 
     let mut components: Vec<(String, String, Vec<Value>)> = Vec::new();
@@ -112,6 +113,25 @@ pub(crate) fn node_json<S: Serializer>(ctx: &ServerCtx<S>, facts: &NodeFacts) ->
         })
         .collect();
 
+    let mut suspended: Vec<(nano_core::Session<S>, (usize, usize))> = ctx
+        .resumer
+        .as_ref()
+        .map(|r| r.suspended())
+        .unwrap_or_default();
+    suspended.sort_by_key(|(s, _)| s.id());
+    let suspended: Vec<Value> = suspended
+        .iter()
+        .map(|(session, (held, held_bytes))| {
+            json!({
+                "id": session.id(),
+                "uid": session.uid().as_deref(),
+                "remote": session.remote_addr().map(|a| a.to_string()),
+                "held": held,
+                "held_bytes": held_bytes,
+            })
+        })
+        .collect();
+
     let clients = ctx.clients_per_transport();
     let per_transport: Map<String, Value> = super::metrics::TRANSPORTS
         .iter()
@@ -121,6 +141,7 @@ pub(crate) fn node_json<S: Serializer>(ctx: &ServerCtx<S>, facts: &NodeFacts) ->
     let mut stats = Map::new();
     stats.insert("connected_clients".into(), Value::Object(per_transport));
     stats.insert("sessions".into(), json!(sessions.len()));
+    stats.insert("suspended_sessions".into(), json!(suspended.len()));
     if let Some(metrics) = engine.metrics() {
         stats.insert("requests_total".into(), json!(metrics.handled()));
     }
@@ -155,6 +176,7 @@ pub(crate) fn node_json<S: Serializer>(ctx: &ServerCtx<S>, facts: &NodeFacts) ->
         "components": components,
         "schedulers": schedulers,
         "sessions": sessions,
+        "suspended": suspended,
         "stats": stats,
         "extensions": extensions,
     })

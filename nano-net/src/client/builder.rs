@@ -15,6 +15,7 @@ use tokio_rustls::TlsConnector;
 
 use super::conn::{self, BoxIo, Inner, ReadHalf, WriteHalf};
 use super::insecure::AcceptAnyCert;
+use super::resume::{Connected, Redial, Resumable};
 use super::{ws, Client, ClientError};
 
 /// Default [`request_timeout`](ClientBuilder::request_timeout).
@@ -54,7 +55,15 @@ pub struct ClientBuilder<S = Json> {
     root_cert_der: Option<Vec<u8>>,
     insecure: bool,
     server_name: String,
+    reconnect: bool,
     _serializer: PhantomData<fn() -> S>,
+}
+
+/// Where a client connects, kept to connect again.
+#[derive(Clone, Debug)]
+enum Target {
+    Tcp(Vec<std::net::SocketAddr>),
+    Ws(String),
 }
 
 impl<S> Clone for ClientBuilder<S> {
@@ -67,6 +76,7 @@ impl<S> Clone for ClientBuilder<S> {
             root_cert_der: self.root_cert_der.clone(),
             insecure: self.insecure,
             server_name: self.server_name.clone(),
+            reconnect: self.reconnect,
             _serializer: PhantomData,
         }
     }
@@ -82,6 +92,7 @@ impl<S> fmt::Debug for ClientBuilder<S> {
             .field("tls", &(self.root_cert_der.is_some() || self.insecure))
             .field("insecure", &self.insecure)
             .field("server_name", &self.server_name)
+            .field("reconnect", &self.reconnect)
             .finish()
     }
 }
@@ -105,8 +116,17 @@ impl<S: Serializer> ClientBuilder<S> {
             root_cert_der: None,
             insecure: false,
             server_name: DEFAULT_SERVER_NAME.to_owned(),
+            reconnect: true,
             _serializer: PhantomData,
         }
+    }
+
+    /// Whether a lost connection is dialled again to resume the session, when the server
+    /// resumes sessions (default on; see [`Client::connection_events`]). A Kick never is.
+    #[must_use]
+    pub fn reconnect(mut self, on: bool) -> Self {
+        self.reconnect = on;
+        self
     }
 
     /// How long a request waits for its response before failing with
@@ -217,20 +237,48 @@ impl<S: Serializer> ClientBuilder<S> {
     }
 
     async fn connect_tcp_inner(self, addr: impl ToSocketAddrs) -> Result<Client<S>, ClientError> {
-        let tcp = TcpStream::connect(addr).await?;
+        let addrs: Vec<_> = tokio::net::lookup_host(addr).await?.collect();
+        self.start(Target::Tcp(addrs)).await
+    }
+
+    async fn connect_ws_inner(self, url: &str) -> Result<Client<S>, ClientError> {
+        self.start(Target::Ws(url.to_owned())).await
+    }
+
+    /// Opens a transport to `target`; returns it with the client type our handshake names.
+    async fn dial(
+        &self,
+        target: &Target,
+    ) -> Result<(ReadHalf, WriteHalf, &'static str), ClientError> {
+        match target {
+            Target::Tcp(addrs) => {
+                let (r, w) = self.dial_tcp(addrs).await?;
+                Ok((r, w, "rust-tcp"))
+            }
+            Target::Ws(url) => {
+                let (r, w) = self.dial_ws(url).await?;
+                Ok((r, w, "rust-websocket"))
+            }
+        }
+    }
+
+    async fn dial_tcp(
+        &self,
+        addrs: &[std::net::SocketAddr],
+    ) -> Result<(ReadHalf, WriteHalf), ClientError> {
+        let tcp = TcpStream::connect(addrs).await?;
         let _ = tcp.set_nodelay(true);
-        let (r, w) = if self.tls() {
+        Ok(if self.tls() {
             let tls = self.tls_connect(tcp).await?;
             let (r, w) = tokio::io::split(tls);
             (ReadHalf::Io(Box::new(r)), WriteHalf::Io(Box::new(w)))
         } else {
             let (r, w) = tcp.into_split();
             (ReadHalf::Io(Box::new(r)), WriteHalf::Io(Box::new(w)))
-        };
-        self.start(r, w, "rust-tcp").await
+        })
     }
 
-    async fn connect_ws_inner(self, url: &str) -> Result<Client<S>, ClientError> {
+    async fn dial_ws(&self, url: &str) -> Result<(ReadHalf, WriteHalf), ClientError> {
         let target = ws::parse_url(url)?;
         let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
         let _ = tcp.set_nodelay(true);
@@ -244,8 +292,7 @@ impl<S: Serializer> ClientBuilder<S> {
         } else {
             Box::new(tcp)
         };
-        let (r, w) = ws::upgrade(url, stream).await?;
-        self.start(r, w, "rust-websocket").await
+        ws::upgrade(url, stream).await
     }
 
     /// TLS client handshake over `tcp`, trusting only the configured certificate (or any,
@@ -283,22 +330,63 @@ impl<S: Serializer> ClientBuilder<S> {
             .map_err(|e| ClientError::Tls(e.to_string()))
     }
 
-    /// The nano handshake, then the background tasks.
-    async fn start(
-        self,
-        mut r: ReadHalf,
-        mut w: WriteHalf,
-        client_type: &str,
-    ) -> Result<Client<S>, ClientError> {
-        let request = serde_json::json!({
-            "sys": {"version": CLIENT_VERSION, "type": client_type},
-            "user": self.user,
-        });
+    /// Dials `target` and performs the nano handshake (with `resume` as `sys.resume` when
+    /// reconnecting).
+    async fn connect(
+        &self,
+        target: &Target,
+        resume: Option<serde_json::Value>,
+    ) -> Result<Connected, ClientError> {
+        let (mut r, mut w, client_type) = self.dial(target).await?;
+        let mut sys = serde_json::json!({"version": CLIENT_VERSION, "type": client_type});
+        if let Some(resume) = resume {
+            sys["resume"] = resume;
+        }
+        let request = serde_json::json!({ "sys": sys, "user": self.user });
         let mut codec = PacketCodec::new(self.max_packet_size);
         let mut buf = BytesMut::with_capacity(4096);
         let info = conn::handshake(&mut r, &mut w, &mut codec, &mut buf, &request).await?;
-        let (inner, rx) = Inner::new(info, self.request_timeout, self.max_packet_size);
-        inner.spawn_tasks(r, w, rx, codec, buf, self.heartbeat);
+        Ok(Connected {
+            r,
+            w,
+            codec,
+            buf,
+            info,
+        })
+    }
+
+    /// Connects, then starts the background tasks.
+    async fn start(self, target: Target) -> Result<Client<S>, ClientError> {
+        let c = self.connect(&target, None).await?;
+        let heartbeat = c.info.heartbeat.filter(|_| self.heartbeat);
+        let (inner, rx) = Inner::new(c.info, self.request_timeout, self.max_packet_size);
+        if self.reconnect {
+            let hb = self.heartbeat;
+            let redial = Arc::new(Redialer {
+                builder: self,
+                target,
+            });
+            *conn::lock(&inner.resume) = Resumable::offered(&inner.handshake, redial, hb);
+        }
+        inner.spawn_tasks(c.r, c.w, rx, c.codec, c.buf, heartbeat);
         Ok(Client::from_inner(inner))
+    }
+}
+
+/// Dials a client's server again (see [`Redial`]).
+struct Redialer<S> {
+    builder: ClientBuilder<S>,
+    target: Target,
+}
+
+impl<S: Serializer> Redial for Redialer<S> {
+    fn redial(
+        &self,
+        resume: serde_json::Value,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Connected, ClientError>> + Send>>
+    {
+        let builder = self.builder.clone();
+        let target = self.target.clone();
+        Box::pin(async move { builder.connect(&target, Some(resume)).await })
     }
 }

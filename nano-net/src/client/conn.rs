@@ -49,7 +49,7 @@ const HEARTBEAT: &[u8] = &[PacketType::Heartbeat as u8, 0, 0, 0];
 const HANDSHAKE_ACK: &[u8] = &[PacketType::HandshakeAck as u8, 0, 0, 0];
 
 /// Locks a mutex, ignoring poisoning (no code panics while holding these locks).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -177,9 +177,10 @@ pub(crate) struct Reply {
 
 /// Requests waiting for their response.
 #[derive(Default)]
-struct Pending {
-    /// id → where to deliver the response.
-    map: HashMap<u64, oneshot::Sender<Reply>>,
+pub(crate) struct Pending {
+    /// id → where to deliver the response, and the request's packet (sent again when the
+    /// session resumes on a new connection before the server got it).
+    pub(crate) map: HashMap<u64, (oneshot::Sender<Reply>, Bytes)>,
     /// Set by `finish`: no new entries are accepted.
     closed: bool,
 }
@@ -195,11 +196,24 @@ struct Subscribers {
     closed: bool,
 }
 
+/// The tasks of one connection of the client's session.
+#[derive(Clone, Default)]
+pub(crate) struct ConnCtl {
+    /// Cancelled when this connection ends (a child of the client's `shutdown`).
+    pub(crate) done: CancellationToken,
+    /// Cancelled when its writer task has exited.
+    pub(crate) writer_done: CancellationToken,
+}
+
 /// State shared by the client handles and the background tasks.
 pub(crate) struct Inner {
-    /// Outgoing packets, to the writer task.
+    /// Outgoing packets, to the writer task of the current connection.
     tx: mpsc::Sender<Bytes>,
-    pending: Mutex<Pending>,
+    /// The other end of `tx` while no writer holds it (between connections).
+    pub(crate) rx_slot: Mutex<Option<mpsc::Receiver<Bytes>>>,
+    /// The current connection's tasks.
+    pub(crate) conn: Mutex<ConnCtl>,
+    pub(crate) pending: Mutex<Pending>,
     subs: Mutex<Subscribers>,
     /// Next request id (starts at 1).
     next_id: AtomicU64,
@@ -221,6 +235,12 @@ pub(crate) struct Inner {
     pub(crate) request_timeout: Duration,
     /// Limit on packet bodies, both directions.
     pub(crate) max_packet_size: usize,
+    /// Data packets (responses and pushes) received in the session, over its connections.
+    pub(crate) received: AtomicU64,
+    /// How to reconnect and resume, when the server resumes sessions.
+    pub(crate) resume: Mutex<Option<super::resume::Resumable>>,
+    /// Subscribers of connection events.
+    pub(crate) watchers: Mutex<Vec<mpsc::UnboundedSender<super::ConnectionEvent>>>,
 }
 
 impl Inner {
@@ -233,6 +253,11 @@ impl Inner {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let inner = Inner {
             tx,
+            rx_slot: Mutex::new(None),
+            conn: Mutex::default(),
+            received: AtomicU64::new(0),
+            resume: Mutex::new(None),
+            watchers: Mutex::new(Vec::new()),
             pending: Mutex::default(),
             subs: Mutex::default(),
             next_id: AtomicU64::new(1),
@@ -249,7 +274,8 @@ impl Inner {
         (Arc::new(inner), rx)
     }
 
-    /// Starts the reader, writer and (when `heartbeat`) heartbeat tasks.
+    /// Starts the reader, writer and (when `heartbeat` is given) heartbeat tasks of a
+    /// connection.
     pub(crate) fn spawn_tasks(
         self: &Arc<Self>,
         r: ReadHalf,
@@ -257,16 +283,55 @@ impl Inner {
         rx: mpsc::Receiver<Bytes>,
         codec: PacketCodec,
         buf: BytesMut,
-        heartbeat: bool,
+        heartbeat: Option<Duration>,
     ) {
-        tokio::spawn(reader_task(Arc::clone(self), r, codec, buf));
-        tokio::spawn(writer_task(Arc::clone(self), w, rx));
-        if heartbeat {
-            if let Some(interval) = self.handshake.heartbeat {
-                let interval = interval.clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
-                tokio::spawn(heartbeat_task(Arc::clone(self), interval));
-            }
+        let ctl = ConnCtl {
+            done: self.shutdown.child_token(),
+            writer_done: CancellationToken::new(),
+        };
+        *lock(&self.conn) = ctl.clone();
+        self.touch();
+        tokio::spawn(reader_task(Arc::clone(self), ctl.clone(), r, codec, buf));
+        tokio::spawn(writer_task(Arc::clone(self), ctl.clone(), w, rx));
+        if let Some(interval) = heartbeat {
+            let interval = interval.clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
+            tokio::spawn(heartbeat_task(Arc::clone(self), ctl, interval));
         }
+    }
+
+    /// Connection `ctl` was lost without a Kick: the session is resumed on a new connection
+    /// when the server offered it (and the client did not opt out), else the client ends with
+    /// `event`.
+    pub(crate) fn lost(self: &Arc<Self>, ctl: &ConnCtl, event: ClientEvent) {
+        if self.is_closed() || ctl.done.is_cancelled() {
+            return;
+        }
+        let resumable = lock(&self.resume).clone();
+        match resumable {
+            Some(r) => {
+                ctl.done.cancel();
+                self.tell(super::ConnectionEvent::Lost(event.clone()));
+                tokio::spawn(super::resume::reconnect(
+                    Arc::clone(self),
+                    ctl.clone(),
+                    r,
+                    event,
+                ));
+            }
+            _ => self.finish(event),
+        }
+    }
+
+    /// Tells the subscribers of connection events.
+    pub(crate) fn tell(&self, event: super::ConnectionEvent) {
+        lock(&self.watchers).retain(|w| w.send(event.clone()).is_ok());
+    }
+
+    /// A new subscriber of connection events.
+    pub(crate) fn watch(&self) -> mpsc::UnboundedReceiver<super::ConnectionEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.watchers).push(tx);
+        rx
     }
 
     /// A fresh request id.
@@ -277,13 +342,17 @@ impl Inner {
 
     /// Registers request `id`; `Closed` if the connection has ended.
     #[inline]
-    pub(crate) fn register(&self, id: u64) -> Result<oneshot::Receiver<Reply>, ClientError> {
+    pub(crate) fn register(
+        &self,
+        id: u64,
+        packet: &Bytes,
+    ) -> Result<oneshot::Receiver<Reply>, ClientError> {
         let (tx, rx) = oneshot::channel();
         let mut pending = lock(&self.pending);
         if pending.closed {
             return Err(ClientError::Closed);
         }
-        pending.map.insert(id, tx);
+        pending.map.insert(id, (tx, packet.clone()));
         Ok(rx)
     }
 
@@ -362,12 +431,13 @@ impl Inner {
             )
         };
         drop(subs);
+        lock(&self.watchers).clear();
         self.shutdown.cancel();
     }
 
     /// Records that bytes arrived (liveness).
     #[inline]
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_recv_ms.store(ms, Ordering::Relaxed);
     }
@@ -381,7 +451,10 @@ impl Inner {
     /// Handles one packet from the server; `Err` ends the connection with that event.
     fn dispatch(&self, packet: Packet) -> Result<(), ClientEvent> {
         match packet.kind {
-            PacketType::Data => self.dispatch_message(packet.body),
+            PacketType::Data => {
+                self.received.fetch_add(1, Ordering::Relaxed);
+                self.dispatch_message(packet.body)
+            }
             PacketType::Heartbeat => {
                 self.heartbeats.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -403,7 +476,7 @@ impl Inner {
             MessageType::Response => {
                 let waiter = lock(&self.pending).map.remove(&msg.id);
                 match waiter {
-                    Some(tx) => {
+                    Some((tx, _)) => {
                         // The requester may have given up in the meantime.
                         let _ = tx.send(Reply {
                             error: msg.error,
@@ -469,40 +542,55 @@ fn kick_reason(body: &[u8]) -> Option<String> {
 /// Reads and dispatches packets until the connection ends.
 async fn reader_task(
     inner: Arc<Inner>,
+    ctl: ConnCtl,
     mut r: ReadHalf,
     mut codec: PacketCodec,
     mut buf: BytesMut,
 ) {
-    inner.touch();
-    let event = 'conn: loop {
+    // `fatal`: what the server sent ends the session (a Kick, or data we cannot read), unlike
+    // a lost connection.
+    let (event, fatal) = 'conn: loop {
         loop {
             match codec.decode(&mut buf) {
                 Ok(Some(packet)) => {
                     if let Err(event) = inner.dispatch(packet) {
-                        break 'conn event;
+                        break 'conn (event, true);
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    break 'conn ClientEvent::Error(format!("bad packet from the server: {e}"))
+                    break 'conn (
+                        ClientEvent::Error(format!("bad packet from the server: {e}")),
+                        true,
+                    )
                 }
             }
         }
         let read = tokio::select! {
             read = r.read_more(&mut buf) => read,
-            () = inner.shutdown.cancelled() => return,
+            () = ctl.done.cancelled() => return,
         };
         match read {
             Ok(true) => inner.touch(),
-            Ok(false) => break ClientEvent::Disconnected,
-            Err(e) => break ClientEvent::Error(e.to_string()),
+            Ok(false) => break (ClientEvent::Disconnected, false),
+            Err(e) => break (ClientEvent::Error(e.to_string()), false),
         }
     };
-    inner.finish(event);
+    if fatal {
+        inner.finish(event);
+    } else {
+        inner.lost(&ctl, event);
+    }
 }
 
-/// Writes queued packets in batches; at the end flushes the queue and shuts the socket down.
-async fn writer_task(inner: Arc<Inner>, mut w: WriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+/// Writes queued packets in batches; at the end of the client flushes the queue and shuts the
+/// socket down. When only this connection ends, the queue waits in `rx_slot` for the next.
+async fn writer_task(
+    inner: Arc<Inner>,
+    ctl: ConnCtl,
+    mut w: WriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+) {
     let mut batch = BytesMut::new();
     // A packet taken from the queue that did not fit in the previous batch.
     let mut carry: Option<Bytes> = None;
@@ -513,7 +601,7 @@ async fn writer_task(inner: Arc<Inner>, mut w: WriteHalf, mut rx: mpsc::Receiver
             None => tokio::select! {
                 biased;
                 first = rx.recv() => first,
-                () = inner.shutdown.cancelled() => None,
+                () = ctl.done.cancelled() => None,
             },
         };
         let Some(first) = first else { break };
@@ -527,7 +615,10 @@ async fn writer_task(inner: Arc<Inner>, mut w: WriteHalf, mut rx: mpsc::Receiver
         };
         // A write stuck on a peer that stopped reading is abandoned shortly after the end.
         let stuck = async {
-            inner.shutdown.cancelled().await;
+            ctl.done.cancelled().await;
+            if !inner.is_closed() {
+                return; // only this connection ended: its socket is gone
+            }
             tokio::time::sleep(SHUTDOWN_TIMEOUT).await;
         };
         let result = tokio::select! {
@@ -540,11 +631,19 @@ async fn writer_task(inner: Arc<Inner>, mut w: WriteHalf, mut rx: mpsc::Receiver
         if let Err(e) = result {
             // A write usually fails because the server closed: let the reader report how
             // (Kick, EOF) before reporting the write error.
-            let _ = tokio::time::timeout(WRITE_ERROR_GRACE, inner.shutdown.cancelled()).await;
-            inner.finish(ClientEvent::Error(format!("write failed: {e}")));
+            let _ = tokio::time::timeout(WRITE_ERROR_GRACE, ctl.done.cancelled()).await;
+            inner.lost(&ctl, ClientEvent::Error(format!("write failed: {e}")));
             graceful = false;
             break;
         }
+    }
+    if !inner.is_closed() {
+        // The connection was lost, not the client: the queue waits for the next one (a
+        // packet taken from it is dropped with the socket, as those written to it were).
+        drop(w);
+        *lock(&inner.rx_slot) = Some(rx);
+        ctl.writer_done.cancel();
+        return;
     }
     if graceful {
         let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, async {
@@ -559,6 +658,7 @@ async fn writer_task(inner: Arc<Inner>, mut w: WriteHalf, mut rx: mpsc::Receiver
         .await;
     }
     drop(w);
+    ctl.writer_done.cancel();
     inner.writer_done.cancel();
 }
 
@@ -579,7 +679,7 @@ fn fill_batch(batch: &mut BytesMut, first: Bytes, rx: &mut mpsc::Receiver<Bytes>
 
 /// Sends a heartbeat every `interval`; ends the connection when the server has been silent
 /// for 2 × `interval`.
-async fn heartbeat_task(inner: Arc<Inner>, interval: Duration) {
+async fn heartbeat_task(inner: Arc<Inner>, ctl: ConnCtl, interval: Duration) {
     let start = tokio::time::Instant::now() + interval;
     let mut ticker = tokio::time::interval_at(start, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -587,13 +687,16 @@ async fn heartbeat_task(inner: Arc<Inner>, interval: Duration) {
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            () = inner.shutdown.cancelled() => return,
+            () = ctl.done.cancelled() => return,
         }
         let silent = inner.silent_for();
         if silent > dead_after {
-            inner.finish(ClientEvent::Error(format!(
-                "heartbeat timeout: the server was silent for {silent:?}"
-            )));
+            inner.lost(
+                &ctl,
+                ClientEvent::Error(format!(
+                    "heartbeat timeout: the server was silent for {silent:?}"
+                )),
+            );
             return;
         }
         // A full queue means packets are flowing anyway, and any packet counts as liveness.

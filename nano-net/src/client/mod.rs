@@ -70,6 +70,7 @@ mod builder;
 mod conn;
 mod error;
 mod insecure;
+mod resume;
 mod ws;
 
 use std::fmt;
@@ -194,6 +195,22 @@ pub enum ClientEvent {
     Disconnected,
     /// The connection failed: I/O error, malformed data from the server, heartbeat timeout.
     Error(String),
+}
+
+/// What happened to the connection of a client whose server resumes sessions (see
+/// [`Client::connection_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// The connection dropped (not a Kick): the client dials again, with backoff, for the
+    /// grace period the server announced. Requests wait meanwhile (within their timeout).
+    Lost(ClientEvent),
+    /// Back on the same session: uid, groups and data are as they were, what the server sent
+    /// meanwhile arrives now, in order, once, and pending requests get their answers.
+    Resumed,
+    /// Back, but on a new session (the old one ended): requests that were pending failed
+    /// with [`ClientError::Closed`]; log in and join again.
+    NewSession,
 }
 
 /// The pushes of one route (see [`Client::on`]): their payloads, in arrival order.
@@ -476,6 +493,30 @@ impl<S: Serializer> Client<S> {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, inner.writer_done.cancelled()).await;
     }
 
+    /// Subscribes to what happens to the connection: lost, resumed, or replaced by a new
+    /// session. Only a server that resumes sessions makes the client reconnect; the stream
+    /// ends when the client does.
+    #[must_use]
+    pub fn connection_events(&self) -> mpsc::UnboundedReceiver<ConnectionEvent> {
+        self.inner().watch()
+    }
+
+    /// Data packets (responses and pushes) received in the session so far, over all its
+    /// connections: what the client tells the server when it resumes.
+    #[must_use]
+    pub fn received(&self) -> u64 {
+        self.inner()
+            .received
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the client will reconnect and resume its session when the connection drops
+    /// (the server offered it, and [`ClientBuilder::reconnect`] is on).
+    #[must_use]
+    pub fn is_resumable(&self) -> bool {
+        conn::lock(&self.inner().resume).is_some()
+    }
+
     /// Number of Heartbeat packets received from the server.
     #[must_use]
     pub fn heartbeats_received(&self) -> u64 {
@@ -507,7 +548,7 @@ impl<S: Serializer> Client<S> {
     /// Registers request `id`, sends its packet and waits for the response payload.
     async fn round_trip(&self, id: u64, packet: Bytes) -> Result<Bytes, ClientError> {
         let inner = self.inner();
-        let rx = inner.register(id)?;
+        let rx = inner.register(id, &packet)?;
         let mut guard = PendingGuard {
             inner,
             id,

@@ -1,0 +1,356 @@
+//! The link of a session that can outlive its connection.
+//!
+//! Every Data packet sent to the session (responses and pushes) is numbered, in the order its
+//! connection's queue gets it, which is the order the client reads them in. The last ones stay
+//! here after they were queued (a bounded window: packets written to a socket that then died
+//! may never have reached the client), and while the session has no connection every packet
+//! is kept (bounded too: overflow ends the session). A client that comes back says how many it
+//! read; the ones after those are queued again on its new connection, in order, once.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use nano_core::{Link, SendError};
+use tokio::sync::Notify;
+
+use crate::agent::ConnState;
+
+/// Where a session's packets go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// A connection serves it.
+    Live,
+    /// Its connection dropped; it waits for its client.
+    Suspended,
+    /// A client presented its token; the new connection's handshake is under way.
+    Claimed,
+    /// The server kicked or closed it, or its buffer overflowed: it cannot be resumed.
+    Ended,
+}
+
+/// Why a resume was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The session was ended (kicked, closed, expired, overflowed).
+    Ended,
+    /// The client's count of packets is not one the link can continue from: more than it
+    /// sent, or older than what it kept.
+    Count,
+}
+
+/// What became of a session when its connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Detached {
+    /// It waits for its client (number of this suspension).
+    Suspended(u64),
+    /// Another connection took the session over: nothing to do.
+    NotCurrent,
+    /// The session ends: close it.
+    Close,
+}
+
+/// What a suspension's watcher sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Watch {
+    /// Still waiting for the client (or its handshake is under way).
+    Waiting { claimed: bool },
+    /// Resumed, or suspended again later (another watcher's): this watcher is done.
+    Over,
+    /// The session ends.
+    Ended,
+}
+
+struct State {
+    phase: Phase,
+    conn: Option<Arc<ConnState>>,
+    remote: SocketAddr,
+    /// Data packets sent to the session so far: the number of the last one.
+    sent: u64,
+    /// The last packets sent, oldest first: `kept[i]` is packet `sent - kept.len() + 1 + i`.
+    kept: VecDeque<Bytes>,
+    kept_bytes: usize,
+    /// Packets and bytes kept since the connection dropped (what the bound applies to).
+    held: usize,
+    held_bytes: usize,
+    /// Bumped on every suspension: a watcher knows its own.
+    suspension: u64,
+    /// The session's current resume token.
+    token: u128,
+}
+
+/// The [`Link`] of a resumable session (see the module docs).
+pub(crate) struct ResumeLink {
+    state: Mutex<State>,
+    /// Rung when the phase changes, for the suspension's watcher.
+    changed: Notify,
+    max_packets: usize,
+    max_bytes: usize,
+}
+
+impl ResumeLink {
+    /// A live link on `conn`, keeping up to `max_packets` / `max_bytes` (each way: the window
+    /// of sent packets, and what is held while suspended).
+    pub fn new(conn: Arc<ConnState>, token: u128, max_packets: usize, max_bytes: usize) -> Self {
+        ResumeLink {
+            state: Mutex::new(State {
+                phase: Phase::Live,
+                remote: conn.remote(),
+                conn: Some(conn),
+                sent: 0,
+                kept: VecDeque::new(),
+                kept_bytes: 0,
+                held: 0,
+                held_bytes: 0,
+                suspension: 0,
+                token,
+            }),
+            changed: Notify::new(),
+            max_packets: max_packets.max(1),
+            max_bytes,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session's current token.
+    pub fn token(&self) -> u128 {
+        self.lock().token
+    }
+
+    /// `conn` ended. With `suspend` (the connection dropped: no kick, no close, no protocol
+    /// error), a session it was serving is suspended; otherwise it ends.
+    pub fn detach(&self, conn: &Arc<ConnState>, suspend: bool) -> Detached {
+        let mut st = self.lock();
+        if st.phase == Phase::Ended {
+            return Detached::Close;
+        }
+        if !st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            return Detached::NotCurrent;
+        }
+        st.conn = None;
+        let how = if suspend {
+            st.phase = Phase::Suspended;
+            st.held = 0;
+            st.held_bytes = 0;
+            st.suspension += 1;
+            Detached::Suspended(st.suspension)
+        } else {
+            st.phase = Phase::Ended;
+            Detached::Close
+        };
+        drop(st);
+        self.changed.notify_waiters();
+        how
+    }
+
+    /// A client presents this session's token with `received`, the number of packets it read:
+    /// the session is claimed for its new connection (a connection still serving it is
+    /// stopped) and its token replaced by `token`. Returns the connection that was serving it,
+    /// if any, for the caller to stop.
+    pub fn claim(&self, received: u64, token: u128) -> Result<Option<Arc<ConnState>>, Refused> {
+        let mut st = self.lock();
+        if st.phase == Phase::Ended {
+            return Err(Refused::Ended);
+        }
+        let first = st.sent - st.kept.len() as u64;
+        if received < first || received > st.sent {
+            return Err(Refused::Count);
+        }
+        let old = st.conn.take();
+        if old.is_some() {
+            // Taken over before its connection was seen to drop: no packet is sent to it from
+            // now on (they are held, as while suspended).
+            st.held = 0;
+            st.held_bytes = 0;
+            st.suspension += 1;
+        }
+        st.phase = Phase::Claimed;
+        st.token = token;
+        drop(st);
+        self.changed.notify_waiters();
+        Ok(old)
+    }
+
+    /// The claiming handshake failed: the session waits again (under its new token).
+    pub fn unclaim(&self) {
+        let mut st = self.lock();
+        if st.phase == Phase::Claimed {
+            st.phase = Phase::Suspended;
+        }
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
+    /// The claiming client's new connection is ready: the packets after its first `received`
+    /// are queued on it, in order, and it serves the session from now on.
+    pub fn attach(&self, conn: &Arc<ConnState>, received: u64) -> Result<usize, Refused> {
+        let mut st = self.lock();
+        if st.phase != Phase::Claimed {
+            return Err(Refused::Ended);
+        }
+        let first = st.sent - st.kept.len() as u64;
+        if received < first || received > st.sent {
+            st.phase = Phase::Ended;
+            drop(st);
+            self.changed.notify_waiters();
+            return Err(Refused::Count);
+        }
+        // What the client has is no longer needed.
+        for _ in first..received {
+            if let Some(p) = st.kept.pop_front() {
+                st.kept_bytes -= p.len();
+            }
+        }
+        let mut replayed = 0;
+        for p in &st.kept {
+            // Into an empty queue sized for it (see `Resume::limits`); a connection that is
+            // already gone again keeps them here for the next try.
+            if conn.send(p.clone()).is_err() {
+                break;
+            }
+            replayed += 1;
+        }
+        st.phase = Phase::Live;
+        st.remote = conn.remote();
+        st.conn = Some(conn.clone());
+        self.trim(&mut st);
+        drop(st);
+        self.changed.notify_waiters();
+        Ok(replayed)
+    }
+
+    /// What a suspension's watcher should do.
+    pub fn watch(&self, suspension: u64) -> Watch {
+        let st = self.lock();
+        match st.phase {
+            Phase::Ended => Watch::Ended,
+            _ if st.suspension != suspension => Watch::Over,
+            Phase::Live => Watch::Over,
+            Phase::Suspended => Watch::Waiting { claimed: false },
+            Phase::Claimed => Watch::Waiting { claimed: true },
+        }
+    }
+
+    /// The grace period of suspension `suspension` is over: true when that ends the session
+    /// (it is still suspended, not being claimed).
+    pub fn expire(&self, suspension: u64) -> bool {
+        let mut st = self.lock();
+        if st.suspension == suspension && st.phase == Phase::Suspended {
+            st.phase = Phase::Ended;
+            return true;
+        }
+        st.phase == Phase::Ended
+    }
+
+    /// Ends the session's resumability (server shutdown, expiry).
+    pub fn end(&self) {
+        self.lock().phase = Phase::Ended;
+        self.changed.notify_waiters();
+    }
+
+    /// Completes on the next change of phase. Enable it before reading the phase (see
+    /// [`Notify::notified`]).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+
+    /// Packets held for the client now, and their bytes (the monitor page).
+    pub fn held(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.held, st.held_bytes)
+    }
+
+    /// Drops the oldest kept packets over the window.
+    fn trim(&self, st: &mut State) {
+        while st.kept.len() > self.max_packets || st.kept_bytes > self.max_bytes {
+            match st.kept.pop_front() {
+                Some(p) => st.kept_bytes -= p.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// Numbers and keeps a packet.
+    fn keep(&self, st: &mut State, packet: Bytes) {
+        st.sent += 1;
+        st.kept_bytes += packet.len();
+        st.kept.push_back(packet);
+    }
+}
+
+impl Link for ResumeLink {
+    fn send(&self, packet: Bytes) -> Result<(), SendError> {
+        let mut st = self.lock();
+        match st.phase {
+            Phase::Ended => Err(SendError::Closed),
+            Phase::Live => {
+                let Some(conn) = st.conn.clone() else {
+                    return Err(SendError::Closed);
+                };
+                match conn.send(packet.clone()) {
+                    Ok(()) => {}
+                    // Its connection is ending: the packet is the client's on its return.
+                    Err(SendError::Closed) => {}
+                    // Full, and the queue policy disconnected the client: the same.
+                    Err(SendError::Full) if conn.is_closing() => {}
+                    // Full, and the packet dropped (`DropAndWarn`): the client never gets it,
+                    // so it is not numbered.
+                    Err(SendError::Full) => return Err(SendError::Full),
+                }
+                self.keep(&mut st, packet);
+                self.trim(&mut st);
+                Ok(())
+            }
+            Phase::Suspended | Phase::Claimed => {
+                let len = packet.len();
+                if st.held >= self.max_packets || st.held_bytes + len > self.max_bytes {
+                    tracing::info!(
+                        held = st.held,
+                        held_bytes = st.held_bytes,
+                        "suspended session's buffer full: closing the session"
+                    );
+                    st.phase = Phase::Ended;
+                    drop(st);
+                    self.changed.notify_waiters();
+                    return Err(SendError::Full);
+                }
+                st.held += 1;
+                st.held_bytes += len;
+                self.keep(&mut st, packet);
+                Ok(())
+            }
+        }
+    }
+
+    fn kick(&self, reason: Option<&str>) {
+        let conn = {
+            let mut st = self.lock();
+            st.phase = Phase::Ended;
+            st.conn.clone()
+        };
+        if let Some(conn) = conn {
+            conn.kick(reason);
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn close(&self) {
+        let conn = {
+            let mut st = self.lock();
+            st.phase = Phase::Ended;
+            st.conn.clone()
+        };
+        if let Some(conn) = conn {
+            conn.close();
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        Some(self.lock().remote)
+    }
+}
