@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use nano::client::ConnectionEvent;
 use nano::ClientEvent;
 use nano_cluster::node::MultiLogin;
 use serde_json::json;
@@ -12,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 mod common;
+use common::cut::Cutter;
 use common::T;
 mod cluster_support;
 use cluster_support::*;
@@ -405,4 +407,83 @@ async fn a_gate_shows_its_cluster_members_and_forwarded_sessions_on_its_monitor(
     // The forwarded request counts on the gate as a message in, not as a local handler's.
     assert_eq!(node["stats"]["messages_in_total"], 1);
     assert_eq!(node["stats"]["requests_total"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cut_from_its_gate_resumes_and_gets_what_the_backend_sent_meanwhile() {
+    let (closed_tx, mut closed) = mpsc::unbounded_channel();
+    let master = master().await;
+    let _chat = backend("chat-1", &master, &closed_tx).await;
+    let gate = gate_resuming(
+        "gate-1",
+        &master,
+        nano::Resume::new(Duration::from_secs(30)),
+    )
+    .await;
+    let (tx, mut suspended) = mpsc::unbounded_channel();
+    gate.server.engine().on_session_suspended(move |s| {
+        let _ = tx.send(s.id());
+    });
+    let cutter = Cutter::start(gate.server.addr(nano::Transport::Tcp).unwrap()).await;
+
+    let bob = client(&gate).await;
+    let _: String = bob.request("Room.Join", &"bob").await.unwrap();
+    let alice = nano::Client::connect_tcp(cutter.addr()).await.unwrap();
+    assert!(alice.is_resumable());
+    let mut events = alice.connection_events();
+    let mut said = alice.on("onSaid");
+    let _: String = alice.request("Room.Join", &"alice").await.unwrap();
+    let before: (String, u64, Option<String>) =
+        alice.request("Room.Who", &json!({})).await.unwrap();
+    let say = |range: std::ops::Range<u32>| {
+        let bob = bob.clone();
+        async move {
+            for n in range {
+                bob.notify("Room.Say", &n.to_string()).await.unwrap();
+            }
+            // Bob's notifies ran on the backend once his request after them is answered.
+            let _: (String, u64, Option<String>) =
+                bob.request("Room.Who", &json!({})).await.unwrap();
+        }
+    };
+    say(0..5).await;
+
+    cutter.refuse(true);
+    cutter.cut();
+    let id = timeout(T, suspended.recv()).await.unwrap().unwrap();
+    assert!(matches!(
+        timeout(T, events.recv()).await.unwrap().unwrap(),
+        ConnectionEvent::Lost(_)
+    ));
+    // The backend pushes to the suspended session (through the gate); a request made while
+    // disconnected waits for the connection.
+    say(5..15).await;
+    let who = {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            alice
+                .request::<_, (String, u64, Option<String>)>("Room.Who", &json!({}))
+                .await
+        })
+    };
+    cutter.refuse(false);
+    assert_eq!(
+        timeout(T, events.recv()).await.unwrap().unwrap(),
+        ConnectionEvent::Resumed
+    );
+    let mut texts = Vec::new();
+    while texts.len() < 15 {
+        let p = timeout(T, said.recv()).await.unwrap().unwrap();
+        texts.push(alice.decode::<Said>(&p).unwrap().text);
+    }
+    let want: Vec<String> = (0..15).map(|n| n.to_string()).collect();
+    assert_eq!(texts, want, "in order, once");
+    let after = timeout(T, who).await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        after, before,
+        "the same session on the backend, still bound"
+    );
+    assert_eq!(before.1, id);
+    assert!(closed.try_recv().is_err(), "the backend closed nothing");
+    assert_eq!(gate.node.forwarded_sessions(), 2);
 }

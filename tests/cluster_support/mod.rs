@@ -212,19 +212,34 @@ pub async fn gate(id: &'static str, master: &Registry) -> Running {
 }
 
 pub async fn gate_with(id: &'static str, master: &Registry, login: MultiLogin) -> Running {
+    gate_of(id, master, login, None).await
+}
+
+/// A gate whose sessions resume after a dropped connection.
+pub async fn gate_resuming(id: &'static str, master: &Registry, resume: nano::Resume) -> Running {
+    gate_of(id, master, MultiLogin::default(), Some(resume)).await
+}
+
+async fn gate_of(
+    id: &'static str,
+    master: &Registry,
+    login: MultiLogin,
+    resume: Option<nano::Resume>,
+) -> Running {
     let node = master
         .attach(Cluster::new(id))
         .forward_deadline(Duration::from_millis(300))
         .multi_login(login)
         .build::<Json>();
-    let server = nano::app()
+    let mut app = nano::app()
         .component(Lobby)
         .extension(node.clone())
         .tcp("127.0.0.1:0")
-        .admin("127.0.0.1:0")
-        .start()
-        .await
-        .expect("gate starts");
+        .admin("127.0.0.1:0");
+    if let Some(resume) = resume {
+        app = app.resume(resume);
+    }
+    let server = app.start().await.expect("gate starts");
     assert!(
         node.wait_for_service("Room", T).await,
         "{id} sees a Room backend"

@@ -354,3 +354,104 @@ impl Link for ResumeLink {
         Some(self.lock().remote)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(n: u8) -> Bytes {
+        Bytes::from(vec![4, 0, 0, 1, n])
+    }
+
+    fn conn() -> Arc<ConnState> {
+        Arc::new(ConnState::for_test())
+    }
+
+    fn last_bytes(packets: &[Bytes]) -> Vec<u8> {
+        packets.iter().map(|p| p[4]).collect()
+    }
+
+    #[test]
+    fn a_resume_replays_what_followed_the_clients_count_from_the_window() {
+        let first = conn();
+        let link = ResumeLink::new(first.clone(), 1, 4, 1 << 20);
+        for n in 1..=10 {
+            link.send(packet(n)).unwrap();
+        }
+        assert_eq!(first.queued().len(), 10);
+        assert_eq!(link.detach(&first, true), Detached::Suspended(1));
+        link.send(packet(11)).unwrap();
+        // The window holds packets 7..=10, and 11 came after: a client that read 5 cannot be
+        // continued, nor one that claims more than was sent.
+        assert_eq!(link.claim(5, 2).err(), Some(Refused::Count));
+        assert_eq!(link.claim(12, 2).err(), Some(Refused::Count));
+        assert!(link.claim(8, 2).unwrap().is_none());
+        assert_eq!(link.token(), 2);
+        let second = conn();
+        assert_eq!(link.attach(&second, 8), Ok(3));
+        assert_eq!(last_bytes(&second.queued()), [9, 10, 11]);
+        // Live again: on the new connection, numbered on.
+        link.send(packet(12)).unwrap();
+        assert_eq!(last_bytes(&second.queued()), [12]);
+        assert_eq!(link.watch(1), Watch::Over);
+    }
+
+    #[test]
+    fn a_suspended_session_holds_up_to_its_bound_then_ends() {
+        let first = conn();
+        let link = ResumeLink::new(first.clone(), 1, 3, 1 << 20);
+        link.send(packet(0)).unwrap();
+        let Detached::Suspended(s) = link.detach(&first, true) else {
+            panic!("suspended")
+        };
+        for n in 1..=3 {
+            link.send(packet(n)).unwrap();
+        }
+        assert_eq!(link.held(), (3, 15));
+        assert_eq!(link.watch(s), Watch::Waiting { claimed: false });
+        assert_eq!(link.send(packet(4)), Err(SendError::Full));
+        assert_eq!(link.watch(s), Watch::Ended);
+        assert_eq!(link.claim(1, 2).err(), Some(Refused::Ended));
+        assert_eq!(link.send(packet(5)), Err(SendError::Closed));
+    }
+
+    #[test]
+    fn the_server_ending_a_session_is_never_a_suspension() {
+        let first = conn();
+        let link = ResumeLink::new(first.clone(), 1, 8, 1 << 20);
+        link.kick(Some("bye"));
+        assert!(first.is_closing());
+        assert_eq!(link.detach(&first, true), Detached::Close);
+        assert_eq!(link.claim(0, 2).err(), Some(Refused::Ended));
+    }
+
+    #[test]
+    fn a_claim_takes_a_session_from_the_connection_still_serving_it() {
+        let first = conn();
+        let link = ResumeLink::new(first.clone(), 1, 8, 1 << 20);
+        link.send(packet(1)).unwrap();
+        let old = link.claim(1, 2).unwrap().expect("the old connection");
+        assert!(Arc::ptr_eq(&old, &first));
+        // Held meanwhile, sent on the new connection once attached.
+        link.send(packet(2)).unwrap();
+        assert_eq!(link.detach(&first, true), Detached::NotCurrent);
+        let second = conn();
+        assert_eq!(link.attach(&second, 1), Ok(1));
+        assert_eq!(last_bytes(&second.queued()), [2]);
+    }
+
+    #[test]
+    fn a_grace_period_ends_only_its_own_unclaimed_suspension() {
+        let first = conn();
+        let link = ResumeLink::new(first.clone(), 1, 8, 1 << 20);
+        let Detached::Suspended(s) = link.detach(&first, true) else {
+            panic!("suspended")
+        };
+        assert!(link.claim(0, 2).is_ok());
+        assert!(!link.expire(s), "a handshake under way finishes");
+        link.unclaim();
+        assert!(!link.expire(s + 1), "another suspension's deadline");
+        assert!(link.expire(s));
+        assert_eq!(link.watch(s), Watch::Ended);
+    }
+}
