@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub use bytes::Bytes;
+pub use nano_core::api;
 pub use nano_core::component::{self, Context, HandlerInfo};
 pub use nano_core::protocol;
 pub use nano_core::testing;

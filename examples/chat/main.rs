@@ -55,6 +55,8 @@ struct Args {
     stats: u64,
     #[command(flatten)]
     admin: common::AdminArgs,
+    #[command(flatten)]
+    api: common::ApiArgs,
 }
 
 static PAGES: &[(&str, &[u8])] = &[
@@ -72,7 +74,6 @@ fn main() -> std::io::Result<()> {
             stats.clone(),
             Duration::from_secs(args.stats.max(1)),
         ))
-        .push_routes(["onMembers", "onNewUser", "onMessage", "onLeave"])
         .pipeline(|p| Room::count_traffic(&stats, p))
         .heartbeat(Some(Duration::from_secs(args.heartbeat)))
         .http_embedded(PAGES)
@@ -81,5 +82,8 @@ fn main() -> std::io::Result<()> {
     if args.resume > 0 {
         app = app.resume(Duration::from_secs(args.resume));
     }
+    let Some(app) = args.api.export(app)? else {
+        return Ok(());
+    };
     common::serve(args.admin.apply(app), true, &args.ws_path)
 }

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nano::prelude::*;
-use serde_json::{json, Value};
+use schemars::JsonSchema;
 
 /// `room.message` payload, broadcast as `onMessage`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug)]
 pub struct UserMessage {
     /// Sender's display name.
     pub name: String,
@@ -17,15 +17,26 @@ pub struct UserMessage {
 }
 
 /// `onNewUser` and `onLeave` pushes.
-#[derive(Serialize)]
-struct Notice {
+#[derive(Serialize, JsonSchema)]
+pub struct Notice {
+    /// What happened, for display.
     content: String,
 }
 
 /// `onMembers` push.
-#[derive(Serialize)]
-struct Members {
+#[derive(Serialize, JsonSchema)]
+pub struct Members {
+    /// Everyone in the room before the one who joined.
     members: Vec<String>,
+}
+
+/// `room.join`'s answer (go-nano's `{"code": 0, "result": "success"}`).
+#[derive(Serialize, JsonSchema)]
+pub struct Joined {
+    /// 0.
+    code: i32,
+    /// `"success"`.
+    result: String,
 }
 
 /// Inbound and outbound message counters (go-nano chat's `stats` pipeline).
@@ -68,7 +79,11 @@ impl Room {
     }
 }
 
-#[component(name = "room", rename_all = "lowercase")]
+#[component(
+    name = "room",
+    rename_all = "lowercase",
+    pushes(onMembers = Members, onNewUser = Notice, onMessage = UserMessage, onLeave = Notice)
+)]
 impl Room {
     fn init(&mut self, ctx: &Context<Self>) {
         ctx.on_session_closed(|room, s: &Session| {
@@ -95,7 +110,7 @@ impl Room {
     }
 
     /// `room.join`: any or no payload.
-    pub fn join(&mut self, s: &Session) -> Result<Value> {
+    pub fn join(&mut self, s: &Session) -> Result<Joined> {
         s.bind(s.id().to_string())?;
         s.push(
             "onMembers",
@@ -110,7 +125,10 @@ impl Room {
             },
         )?;
         self.group.add(s)?;
-        Ok(json!({ "code": 0, "result": "success" }))
+        Ok(Joined {
+            code: 0,
+            result: "success".into(),
+        })
     }
 
     /// `room.message`: refused before joining.

@@ -32,6 +32,34 @@ impl AdminArgs {
     }
 }
 
+/// The `--export-api DIR` flag: write the application's API (`api.json`) and its typed client
+/// stubs (`api.js`, `api.d.ts`) into DIR instead of serving.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ApiArgs {
+    /// Write the API description and TypeScript client stubs into DIR, then exit
+    #[arg(long, value_name = "DIR")]
+    pub export_api: Option<std::path::PathBuf>,
+}
+
+impl ApiArgs {
+    /// With `--export-api DIR`: writes the API there and returns `None` (nothing to serve);
+    /// else `app`, to serve.
+    #[allow(dead_code)] // not every example exports its API
+    pub fn export<S: Serializer>(&self, app: App<S>) -> std::io::Result<Option<App<S>>> {
+        let Some(dir) = &self.export_api else {
+            return Ok(Some(app));
+        };
+        let api = app.export_api(dir)?;
+        println!(
+            "api {} ({} routes, {} pushes)",
+            dir.display(),
+            api.routes.len(),
+            api.pushes.len()
+        );
+        Ok(None)
+    }
+}
+
 /// Starts `app` on a new runtime, prints where it listens, and serves until a shutdown signal.
 ///
 /// Printed, in this order: `open http://ADDR/web/` when `page` is set, `tcp ADDR`,

@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod component;
 mod engine;
 mod error;

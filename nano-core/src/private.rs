@@ -6,6 +6,11 @@ use bytes::Bytes;
 use crate::protocol::DataPacketWriter;
 use crate::{Decode, Encode, Serializer};
 
+pub use crate::api::schemars::SchemaGenerator;
+pub use crate::api::{
+    ComponentSchemas, HasMessage, HasSchema, MessageOf, NoMessage, NoSchema, PushInfo, SchemaOf,
+    TypeInfo,
+};
 pub use crate::component::{BoxedPayload, Call, Component, Context, HandlerInfo, ReplyTo};
 pub use crate::responder::Responder;
 pub use crate::serializer::{Json, Protobuf};

@@ -21,6 +21,7 @@ mod kw {
     syn::custom_keyword!(rename_all);
     syn::custom_keyword!(serializer);
     syn::custom_keyword!(skip);
+    syn::custom_keyword!(pushes);
 }
 
 /// Arguments of `#[component(...)]`.
@@ -36,6 +37,9 @@ pub struct ComponentAttrs {
     pub krate: Option<(Token![crate], Path)>,
     /// `internal`: every handler is callable by other cluster nodes only.
     pub internal: Option<kw::internal>,
+    /// `pushes(onMessage = UserMessage, "on.tick" = Tick)`: the pushes the component sends,
+    /// with their payload types.
+    pub pushes: Vec<(LitStr, syn::Type)>,
 }
 
 impl ComponentAttrs {
@@ -64,6 +68,39 @@ pub fn parse_component(cx: &Ctxt, args: TokenStream) -> ComponentAttrs {
                     cx.error_spanned_by(key, "duplicate `internal` argument");
                 } else {
                     attrs.internal = Some(key);
+                }
+            } else if lookahead.peek(kw::pushes) {
+                let key: kw::pushes = input.parse()?;
+                let content;
+                syn::parenthesized!(content in input);
+                let list = content.parse_terminated(
+                    |p: ParseStream| {
+                        let route = if p.peek(LitStr) {
+                            p.parse::<LitStr>()?
+                        } else {
+                            let id: syn::Ident = p.parse()?;
+                            LitStr::new(&id.to_string(), id.span())
+                        };
+                        p.parse::<Token![=]>()?;
+                        let ty: syn::Type = p.parse()?;
+                        Ok((route, ty))
+                    },
+                    Token![,],
+                )?;
+                if !attrs.pushes.is_empty() {
+                    cx.error_spanned_by(key, "duplicate `pushes` argument");
+                }
+                for (route, ty) in list {
+                    if route.value().is_empty() {
+                        cx.error_spanned_by(&route, "a push route cannot be empty");
+                    } else if attrs.pushes.iter().any(|(r, _)| r.value() == route.value()) {
+                        cx.error_spanned_by(
+                            &route,
+                            format!("push `{}` declared twice", route.value()),
+                        );
+                    } else {
+                        attrs.pushes.push((route, ty));
+                    }
                 }
             } else if lookahead.peek(kw::rename_all) {
                 let key: kw::rename_all = input.parse()?;
@@ -340,6 +377,15 @@ mod tests {
     }
 
     #[test]
+    fn pushes_by_name_or_string() {
+        let cx = Ctxt::new();
+        let a = parse_component(&cx, quote!(pushes(onMessage = Msg, "world.tick" = u64,)));
+        cx.check().unwrap();
+        let routes: Vec<String> = a.pushes.iter().map(|(r, _)| r.value()).collect();
+        assert_eq!(routes, ["onMessage", "world.tick"]);
+    }
+
+    #[test]
     fn crate_as_string() {
         let cx = Ctxt::new();
         let a = parse_component(&cx, quote!(crate = "::nano_core",));
@@ -361,7 +407,14 @@ mod tests {
         parse_component(&cx, quote!(nmae = "x"));
         assert_eq!(
             errors(cx),
-            ["expected one of: `name`, `internal`, `rename_all`, `serializer`, `crate`"]
+            ["expected one of: `name`, `internal`, `pushes`, `rename_all`, `serializer`, `crate`"]
+        );
+
+        let cx = Ctxt::new();
+        parse_component(&cx, quote!(pushes(onA = u32, onA = String, "" = u8)));
+        assert_eq!(
+            errors(cx),
+            ["push `onA` declared twice", "a push route cannot be empty"]
         );
 
         let cx = Ctxt::new();

@@ -105,6 +105,7 @@ pub fn generate(component: &Component) -> TokenStream {
             Some(Reply::Raw(ty) | Reply::Typed(ty)) => type_name(ty),
             None => String::new(),
         };
+        let raw_response = matches!(h.reply().or_else(|| h.responder()), Some(Reply::Raw(_)));
         quote! {
             #private::HandlerInfo {
                 name: #handler_name,
@@ -117,6 +118,7 @@ pub fn generate(component: &Component) -> TokenStream {
                 internal: #internal,
                 payload_type: #payload_type,
                 response_type: #response_type,
+                raw_response: #raw_response,
             }
         }
     });
@@ -183,11 +185,15 @@ pub fn generate(component: &Component) -> TokenStream {
         }
     });
 
+    let (pushes, schemas) = api(component, private);
+
     quote! {
         impl #private::Component for #self_ty {
             type Serializer = #serializer;
             const NAME: &'static str = #name;
             const HANDLERS: &'static [#private::HandlerInfo] = &[#(#infos,)*];
+            #pushes
+            #schemas
 
             fn decode(
                 index: usize,
@@ -208,6 +214,53 @@ pub fn generate(component: &Component) -> TokenStream {
             #(#hooks)*
         }
     }
+}
+
+/// `const PUSHES` and `fn schemas`: the declared pushes, and the schema of every payload type
+/// that has one (chosen per type at compile time, see `nano_core::api::SchemaOf`).
+fn api(component: &Component, private: &TokenStream) -> (TokenStream, TokenStream) {
+    let pushes = component.attrs.pushes.iter().map(|(route, ty)| {
+        let payload_type = type_name(ty);
+        quote! {
+            #private::PushInfo { route: #route, payload_type: #payload_type }
+        }
+    });
+    let probe = |ty: &syn::Type| {
+        quote! {
+            #private::TypeInfo {
+                schema: (&&#private::SchemaOf::<#ty>::new()).schema(gen),
+                message: (&&#private::MessageOf::<#ty>::new()).message(),
+            }
+        }
+    };
+    let none = quote!(<#private::TypeInfo as ::core::default::Default>::default());
+    let requests = component.handlers.iter().map(|h| match h.payload() {
+        Some(Payload::Typed(ty)) => probe(ty),
+        _ => none.clone(),
+    });
+    let responses = component
+        .handlers
+        .iter()
+        .map(|h| match h.reply().or_else(|| h.responder()) {
+            Some(Reply::Typed(ty)) => probe(ty),
+            _ => none.clone(),
+        });
+    let push_schemas = component.attrs.pushes.iter().map(|(_, ty)| probe(ty));
+    let consts = quote! {
+        const PUSHES: &'static [#private::PushInfo] = &[#(#pushes,)*];
+    };
+    let schemas = quote! {
+        #[allow(unused_imports, unused_variables)]
+        fn schemas(gen: &mut #private::SchemaGenerator) -> #private::ComponentSchemas {
+            use #private::{HasMessage as _, HasSchema as _, NoMessage as _, NoSchema as _};
+            #private::ComponentSchemas {
+                requests: ::std::vec![#(#requests,)*],
+                responses: ::std::vec![#(#responses,)*],
+                pushes: ::std::vec![#(#push_schemas,)*],
+            }
+        }
+    };
+    (consts, schemas)
 }
 
 /// `type Serializer = ...`: the override, else the first handler's session type's serializer,

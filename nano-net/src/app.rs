@@ -525,6 +525,51 @@ impl<S: Serializer> App<S> {
         self
     }
 
+    /// The application's API as clients see it (routes, kinds, codes, payload types and
+    /// schemas, declared pushes; see [`nano_core::api`]), without serving anything.
+    ///
+    /// # Errors
+    ///
+    /// As [`App::start`]: duplicate routes.
+    pub fn api(self) -> io::Result<nano_core::api::Api> {
+        let engine = self
+            .engine
+            .build()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        Ok(engine.api())
+    }
+
+    /// Writes the application's API into `dir` (created if missing), for client developers:
+    /// `api.json` (the description), and typed client stubs over `nano.js`: `api.js` and its
+    /// TypeScript declarations `api.d.ts` (see [`nano_core::api::typescript`]). Returns the
+    /// API written.
+    ///
+    /// # Errors
+    ///
+    /// As [`App::api`], or when the files cannot be written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let dir = std::env::temp_dir().join(format!("nano-api-doc-{}", std::process::id()));
+    /// let api = nano_net::app().push_routes(["onTick"]).export_api(&dir)?;
+    /// assert!(dir.join("api.d.ts").exists());
+    /// # assert!(api.routes.is_empty());
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn export_api(self, dir: impl AsRef<std::path::Path>) -> io::Result<nano_core::api::Api> {
+        let dir = dir.as_ref();
+        let api = self.api()?;
+        let stubs = nano_core::api::typescript::generate(&api);
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("api.json"), api.to_json() + "\n")?;
+        std::fs::write(dir.join("api.js"), stubs.js)?;
+        std::fs::write(dir.join("api.d.ts"), stubs.dts)?;
+        Ok(api)
+    }
+
     /// Builds the application, binds every listener and starts serving; returns at once.
     /// Must be called inside a tokio runtime.
     ///

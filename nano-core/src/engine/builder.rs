@@ -114,6 +114,8 @@ impl<S: Serializer> EngineBuilder<S> {
             scheduler: sched,
             slot: pending.slots.len() - 1,
             run_hook: run_hook::<C>,
+            pushes: C::PUSHES,
+            schemas: C::schemas,
         };
         self.components
             .push((reg, C::HANDLERS, C::decode, make_job::<C>));
@@ -207,6 +209,14 @@ impl<S: Serializer> EngineBuilder<S> {
     /// [`BuildError::DuplicateRoute`] when two components declare the same route.
     pub fn build(self) -> Result<Engine<S>, BuildError> {
         let mut names: Vec<String> = self.push_routes.clone();
+        // Declared pushes join the dictionary too (once, after the application's own).
+        for (reg, _, _, _) in &self.components {
+            for p in reg.pushes {
+                if !names.iter().any(|n| n == p.route) {
+                    names.push(p.route.to_owned());
+                }
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (reg, handlers, _, _) in &self.components {
             for h in handlers.iter() {

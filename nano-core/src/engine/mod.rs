@@ -79,6 +79,9 @@ pub(crate) struct Registration<S> {
     scheduler: usize,
     slot: usize,
     run_hook: RunHook<S>,
+    /// The pushes it declares, and its payload schemas (the API description).
+    pushes: &'static [crate::api::PushInfo],
+    schemas: fn(&mut schemars::SchemaGenerator) -> crate::api::ComponentSchemas,
 }
 
 pub(crate) struct Route<S> {
@@ -303,6 +306,77 @@ impl<S: Serializer> Engine<S> {
             scheduler: r.scheduler.name(),
             handler: r.info,
         })
+    }
+
+    /// The API clients see: every route they may call with its kind, code and payload types,
+    /// every declared push, and the payload schemas (see [`crate::api`]).
+    pub fn api(&self) -> crate::api::Api {
+        use crate::api::{PushApi, RouteApi, TypeApi};
+        let mut gen = schemars::SchemaGenerator::default();
+        let mut schemas: Vec<crate::api::ComponentSchemas> = self
+            .inner
+            .registrations
+            .iter()
+            .map(|r| (r.schemas)(&mut gen))
+            .collect();
+        if S::NAME != <crate::Protobuf as Serializer>::NAME {
+            // Message names mean nothing to other serializers (prost names `String` and the
+            // numbers as wrapper messages).
+            for s in &mut schemas {
+                for t in s
+                    .requests
+                    .iter_mut()
+                    .chain(&mut s.responses)
+                    .chain(&mut s.pushes)
+                {
+                    t.message = None;
+                }
+            }
+        }
+        let dict = &self.inner.dict;
+        let mut routes = Vec::new();
+        for r in self.inner.routes.iter().filter(|r| !r.internal) {
+            let reg = &self.inner.registrations[r.component];
+            let h = r.info;
+            let s = &mut schemas[r.component];
+            let take = |v: &mut Vec<crate::api::TypeInfo>| {
+                v.get_mut(r.index).map(std::mem::take).unwrap_or_default()
+            };
+            let request = take(&mut s.requests);
+            let response = take(&mut s.responses);
+            routes.push(RouteApi {
+                route: r.route.to_string(),
+                component: reg.name.to_string(),
+                handler: h.name.to_owned(),
+                kind: h.kind(),
+                code: dict.code(&r.route),
+                request: h
+                    .has_payload
+                    .then(|| TypeApi::new(h.payload_type, h.raw_payload, request)),
+                response: TypeApi::new(h.response_type, h.raw_response, response),
+            });
+        }
+        let mut pushes = Vec::new();
+        for (reg, s) in self.inner.registrations.iter().zip(&mut schemas) {
+            for (i, p) in reg.pushes.iter().enumerate() {
+                pushes.push(PushApi {
+                    route: p.route.to_owned(),
+                    component: reg.name.to_string(),
+                    code: dict.code(p.route),
+                    payload: TypeApi::new(
+                        p.payload_type,
+                        false,
+                        s.pushes.get_mut(i).map(std::mem::take).unwrap_or_default(),
+                    ),
+                });
+            }
+        }
+        crate::api::Api {
+            serializer: S::NAME,
+            routes,
+            pushes,
+            definitions: gen.take_definitions(true),
+        }
     }
 
     /// Each scheduler's name and the number of jobs waiting in its queue now.

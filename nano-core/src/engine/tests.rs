@@ -30,6 +30,7 @@ const fn handler(name: &'static str, route: &'static str, is_async: bool) -> Han
         internal: false,
         payload_type: "",
         response_type: "()",
+        raw_response: false,
     }
 }
 
