@@ -62,6 +62,8 @@ struct Args {
 static PAGES: &[(&str, &[u8])] = &[
     ("/web/index.html", include_bytes!("web/index.html")),
     ("/web/chat.js", include_bytes!("web/chat.js")),
+    // The typed client stubs chat.js is written against (`--export-api examples/chat/web`).
+    ("/web/api.js", include_bytes!("web/api.js")),
     ("/web/nano.js", include_bytes!("../web/nano.js")),
 ];
 
