@@ -19,7 +19,7 @@ use tokio::time::timeout;
 
 mod common;
 use common::cut::Cutter;
-use common::{Raw, Via, BOTH, T};
+use common::{http_request, Raw, Via, BOTH, T};
 
 /// A chat room: joining binds the name and tells the others; leaving (the session closing)
 /// tells them too.
@@ -98,6 +98,7 @@ async fn fixture(resume: Resume) -> Fixture {
             "hold",
         )
         .resume(resume)
+        .admin("127.0.0.1:0")
         .tcp("127.0.0.1:0")
         .websocket("127.0.0.1:0", "/nano")
         .start()
@@ -473,4 +474,87 @@ async fn a_session_the_server_kicks_is_not_suspended() {
     ));
     assert!(f.suspended.try_recv().is_err());
     assert!(events.try_recv().is_err(), "no reconnect after a kick");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_shows_suspended_sessions_and_the_metrics_count_resumes() {
+    let mut f = fixture(Resume::new(Duration::from_secs(30))).await;
+    let admin = f.server.admin_addr().unwrap();
+    let cutter = Cutter::start(f.addr(Via::Tcp)).await;
+    let bob = connect(Via::Tcp, f.addr(Via::Tcp)).await;
+    bob.request::<_, ()>("Room.Join", "bob").await.unwrap();
+    let alice = connect(Via::Tcp, cutter.addr()).await;
+    let mut events = alice.connection_events();
+    alice.request::<_, ()>("Room.Join", "alice").await.unwrap();
+
+    cutter.refuse(true);
+    cutter.cut();
+    let id = recv(&mut f.suspended, "suspended").await;
+    assert!(matches!(
+        recv(&mut events, "lost").await,
+        ConnectionEvent::Lost(_)
+    ));
+    say(&bob, 0..3).await;
+    let (status, _, body) = http_request(admin, "GET", "/debug/nano/node.json").await;
+    assert_eq!(status, 200);
+    let node: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(node["node"]["options"]["resume_grace_s"], 30.0);
+    assert_eq!(node["stats"]["suspended_sessions"], 1, "{}", node["stats"]);
+    let s = &node["suspended"][0];
+    assert_eq!(
+        (s["id"].as_u64(), s["uid"].as_str()),
+        (Some(id), Some("alice"))
+    );
+    assert_eq!(s["held"], 3, "the three pushes sent meanwhile");
+    assert!(
+        node["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["id"] != id),
+        "not among the connected"
+    );
+    let (_, _, metrics) = http_request(admin, "GET", "/metrics").await;
+    assert!(metrics.contains("nano_suspended_sessions 1"), "{metrics}");
+
+    cutter.refuse(false);
+    assert_eq!(recv(&mut events, "back").await, ConnectionEvent::Resumed);
+    let (_, _, metrics) = http_request(admin, "GET", "/metrics").await;
+    assert!(metrics.contains("nano_suspended_sessions 0"), "{metrics}");
+    assert!(
+        metrics.contains("nano_resumes_total{outcome=\"resumed\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_suspended_by_the_heartbeat_not_kicked() {
+    let server = nano::app()
+        .component(Room {
+            group: Group::new("room"),
+        })
+        .heartbeat(Some(Duration::from_secs(1)))
+        .resume(Duration::from_secs(30))
+        .tcp("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    let (tx, mut suspended) = mpsc::unbounded_channel();
+    server.engine().on_session_suspended(move |s| {
+        let _ = tx.send(s.id());
+    });
+    let tcp = server.addr(Transport::Tcp).unwrap();
+    let mut silent = Raw::tcp(tcp).await;
+    let mine = token(&shake(&mut silent, Value::Null).await);
+    // It never answers the heartbeats: after two silent sweeps the server closes the
+    // connection, without a Kick (which would tell the client not to come back).
+    let seen = silent.until_closed().await;
+    assert!(
+        seen.iter().all(|p| p.kind == PacketType::Heartbeat),
+        "{seen:?}"
+    );
+    recv(&mut suspended, "suspended").await;
+    let mut back = Raw::tcp(tcp).await;
+    let a = shake(&mut back, json!({"token": mine, "received": 0})).await;
+    assert_eq!(a["resumed"], true, "{a}");
 }
