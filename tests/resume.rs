@@ -558,3 +558,48 @@ async fn a_silent_client_is_suspended_by_the_heartbeat_not_kicked() {
     let a = shake(&mut back, json!({"token": mine, "received": 0})).await;
     assert_eq!(a["resumed"], true, "{a}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_connection_is_a_drop_too() {
+    for via in BOTH {
+        let mut f = fixture(Resume::new(Duration::from_secs(30))).await;
+        let cutter = Cutter::start_resetting(f.addr(via)).await;
+        let alice = connect(via, cutter.addr()).await;
+        let mut events = alice.connection_events();
+        alice.request::<_, ()>("Room.Join", "alice").await.unwrap();
+        cutter.refuse(true);
+        cutter.cut();
+        recv(&mut f.suspended, "suspended after a reset").await;
+        assert!(matches!(
+            recv(&mut events, "lost").await,
+            ConnectionEvent::Lost(_)
+        ));
+        cutter.refuse(false);
+        assert_eq!(
+            recv(&mut events, "back").await,
+            ConnectionEvent::Resumed,
+            "{via:?}"
+        );
+        let me: String = alice.request("Room.Whoami", &()).await.unwrap();
+        assert_eq!(me, "alice", "{via:?}");
+        assert!(f.closed_rx.try_recv().is_err(), "{via:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_that_says_goodbye_is_not_kept() {
+    let mut f = fixture(Resume::new(Duration::from_secs(30))).await;
+    let bob = connect(Via::Ws, f.addr(Via::Ws)).await;
+    let mut leaves = bob.on("onLeave");
+    bob.request::<_, ()>("Room.Join", "bob").await.unwrap();
+    let alice = connect(Via::Ws, f.addr(Via::Ws)).await;
+    alice.request::<_, ()>("Room.Join", "alice").await.unwrap();
+    // A close frame: the client left on purpose, its session ends now.
+    alice.close().await;
+    recv(&mut f.closed_rx, "closed at once").await;
+    let left: String = bob
+        .decode(&timeout(T, leaves.recv()).await.unwrap().unwrap())
+        .unwrap();
+    assert_eq!(left, "alice");
+    assert!(f.suspended.try_recv().is_err(), "never suspended");
+}

@@ -10,6 +10,8 @@
 //   const joined = await client.request("room.join", {});   // rejects on error or timeout
 //   client.notify("room.message", { name: "ann", content: "hi" });
 //   client.onkick = (reason) => ...;  client.onclose = (info) => ...;
+//   // a server that resumes sessions: a dropped socket reconnects by itself
+//   client.ondisconnect = (info) => ...;  client.onresume = ({ resumed }) => resumed || rejoin();
 //   client.close();
 //
 // Wire format (PROTOCOL.md):
@@ -21,6 +23,9 @@
 //             flag bit 4: compressed payload (not supported: a protocol error here)
 //             flag bit 5: error response, payload {"code","msg","metadata"}
 //             route: 1 length byte + UTF-8, or the 2-byte code when compressed
+//   session resume (opt-in by the server, on the handshake JSON; see NanoClient below):
+//             server: sys.resume = {token, grace (s), resumed, last_request (when resumed)}
+//             client, reconnecting: sys.resume = {token, received (Data packets read)}
 
 /** Client SDK identification sent in the handshake (`sys.type` / `sys.version`). */
 export const CLIENT_TYPE = "js-websocket";
@@ -387,23 +392,55 @@ export function decodePayload(bytes) {
 // The client
 
 const DEFAULTS = {
-  timeout: 10000, // ms: connect + handshake, and each request
+  timeout: 10000, // ms: connect + handshake (and each reconnect attempt's), and each request
   heartbeatTimeout: undefined, // ms; default 2 × the server's heartbeat interval
   compressRoutes: true, // send routes as dict codes when the server offers them
   maxPacketSize: MAX_BODY,
-  user: {}, // handshake `user` object
+  user: {}, // handshake `user` object (sent again on every reconnect)
   WebSocket: undefined, // constructor; default globalThis.WebSocket
+  reconnect: true, // resume the session after a drop, when the server offers it (sys.resume)
+  reconnectDelay: 100, // ms before the first reconnect attempt; doubles per attempt (± jitter)
+  reconnectMaxDelay: 2000, // ms, the most between two attempts
+  maxQueued: 1000, // requests + notifies held while reconnecting; beyond it they are refused
 };
 
 /**
  * A connection to a nano server over WebSocket. Create with `await NanoClient.connect(url)`.
  *
+ * `state` is `"connecting"` (until `connect` resolves), `"open"`, `"reconnecting"` (only with a
+ * server that resumes sessions, see below) or `"closed"` (for good: create a new client).
+ *
  * Events, as callbacks and as EventTarget events (`addEventListener`):
  * - `onkick(reason)` / "kick" (`event.reason`): the server kicked us; a "close" follows.
  * - `onclose(info)` / "close" (`event.detail` = `{ reason, kicked, code, wasClean }`): the
- *   connection is gone (kick, heartbeat timeout, protocol error, socket closed, `close()`).
+ *   client is done (kick, heartbeat timeout or socket closed without resume, protocol error,
+ *   `close()`, or a session that could not be resumed within its grace).
  * - `onerror(err)` / "error" (`event.error`): a protocol error from the server side.
+ * - `ondisconnect(info)` / "disconnect" (`event.detail` = `{ reason, code, wasClean, grace }`):
+ *   the connection dropped and the client is reconnecting (`grace`: ms it will keep trying).
+ * - `onresume(info)` / "resume" (`event.detail` = `{ resumed, attempts, downtime, resent }`):
+ *   reconnected. `resumed: true`: the same session, nothing lost but notifies sent around the
+ *   cut. `resumed: false`: the server started a new session (the old one expired or was
+ *   unknown): pending requests were rejected with NANO-410 "session lost", and the application
+ *   has to log in / join again.
  * Pushes: `on(route, fn)` calls `fn(payload, message)` for each push on that route.
+ *
+ * Session resume (opt-in by the server, `options.reconnect` on the client, default true): a
+ * handshake answer with `sys.resume = { token, grace }` makes a dropped connection (socket
+ * closed or failed, heartbeat timeout; never a kick or `close()`) a "disconnect" instead of a
+ * "close". The client reconnects with exponential backoff (`reconnectDelay` doubling up to
+ * `reconnectMaxDelay`, jittered), each attempt a new WebSocket and a handshake carrying
+ * `sys.resume = { token, received }` (`received`: Data packets read in the session so far,
+ * `client.received`), until `grace` seconds after the drop; then it gives up with a "close".
+ * The server replays what the client did not read, in order; requests it never got (id over
+ * its `last_request`) are sent again, same id, route and body.
+ * - While reconnecting, `request()` and `notify()` queue (up to `maxQueued`; `notify` returns
+ *   true when queued). The queue goes out, in order, after the requests resent on resume; on a
+ *   new session (`resumed: false`) queued requests reject with NANO-410 and notifies are dropped.
+ * - A request's `timeout` counts only time spent open: its clock stops while reconnecting and
+ *   restarts with what was left on resume (a queued request's starts when it is sent), so a
+ *   reconnect never times a request out; the grace bounds the wait.
+ * - Without `sys.resume` (any server that does not resume) nothing changes: a drop is a close.
  */
 export class NanoClient extends EventTarget {
   /**
@@ -419,30 +456,39 @@ export class NanoClient extends EventTarget {
     super();
     this.url = url;
     this.options = { ...DEFAULTS, ...options };
-    /** The server's handshake response (`{code, sys: {heartbeat, dict, serializer}, user}`). */
+    /** The server's last handshake response (`{code, sys: {heartbeat, dict, serializer}, user}`). */
     this.handshake = null;
     /** Heartbeat interval in ms (0 = none). */
     this.heartbeatInterval = 0;
-    /** `"connecting"`, `"open"` or `"closed"`. */
+    /** `"connecting"`, `"open"`, `"reconnecting"` or `"closed"`. */
     this.state = "connecting";
+    /** Data packets (responses and pushes) read in this session, over all its connections. */
+    this.received = 0;
     this.onkick = null;
     this.onclose = null;
     this.onerror = null;
+    this.ondisconnect = null;
+    this.onresume = null;
     this._ws = null;
+    this._wsReady = false; // the current socket finished its handshake
     this._decoder = new PacketDecoder(this.options.maxPacketSize);
     this._dict = new Map(); // route → code
     this._codes = new Map(); // code → route
     this._nextId = 1;
-    this._pending = new Map(); // id → { resolve, reject, timer, route }
+    // id → { resolve, reject, route, payload, timeout, remaining, deadline, timer, sent }
+    this._pending = new Map();
     this._handlers = new Map(); // route → Set(fn)
     this._lastRecv = Date.now();
     this._heartbeatTimer = null;
     this._watchdogTimer = null;
     this._closeInfo = null;
     this._handshakeWaiter = null;
+    this._resume = null; // { token, grace (s) } from the last handshake, when the server resumes
+    this._reconnect = null; // while reconnecting: { since, deadline, attempts, delay, timer, lastError }
+    this._outbox = []; // while reconnecting: { request: id } | { route, payload } (a notify)
   }
 
-  /** True once the handshake is done and until the connection closes. */
+  /** True once the handshake is done and until the connection closes or drops. */
   get connected() {
     return this.state === "open";
   }
@@ -457,65 +503,113 @@ export class NanoClient extends EventTarget {
     return this.handshake?.sys?.serializer ?? "json";
   }
 
+  /** The token that resumes this session (null when the server does not resume sessions). */
+  get resumeToken() {
+    return this._resume?.token ?? null;
+  }
+
+  /** How long the server keeps this session after a drop, in ms (0: no resume). */
+  get resumeGrace() {
+    return this._resume ? this._resume.grace * 1000 : 0;
+  }
+
   _connect() {
     const WS = this.options.WebSocket ?? globalThis.WebSocket;
     if (typeof WS !== "function") {
       return Promise.reject(new NanoError(ErrorCode.Internal, "no WebSocket implementation: pass options.WebSocket"));
     }
     return new Promise((resolve, reject) => {
-      let settled = false;
-      const fail = (err) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        this._handshakeWaiter = null;
-        this._shutdown({ reason: err.message, kicked: false }, err);
-        reject(err);
-      };
-      const timer = setTimeout(
-        () => fail(new NanoError(ErrorCode.Timeout, `no handshake from ${this.url} within ${this.options.timeout} ms`)),
-        this.options.timeout,
-      );
-      this._handshakeWaiter = {
-        resolve: () => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          this._handshakeWaiter = null;
-          resolve();
+      this._openSocket(WS, this.options.timeout, null, {
+        ok: resolve,
+        fail: (err) => {
+          this._shutdown({ reason: err.message, kicked: false }, err);
+          reject(err);
         },
-        reject: fail,
+      });
+    });
+  }
+
+  /**
+   * Opens a socket and sends the handshake (with `sys.resume` when `resume` is given). Calls
+   * `ok()` once the server's handshake is accepted, or `fail(err, ws)` once (timeout, socket
+   * closed, refusal, kick). After the handshake, the socket closing is a drop (`_lost`).
+   */
+  _openSocket(WS, timeout, resume, { ok, fail }) {
+    let ws = null;
+    let settled = false;
+    const settle = () => {
+      if (settled) return false;
+      settled = true;
+      clearTimeout(timer);
+      if (this._handshakeWaiter === waiter) this._handshakeWaiter = null;
+      return true;
+    };
+    const waiter = {
+      resolve: () => settle() && ok(),
+      reject: (err) => settle() && fail(err, ws),
+    };
+    const timer = setTimeout(
+      () => waiter.reject(new NanoError(ErrorCode.Timeout, `no handshake from ${this.url} within ${timeout} ms`)),
+      timeout,
+    );
+    this._handshakeWaiter = waiter;
+    this._wsReady = false;
+    this._decoder = new PacketDecoder(this.options.maxPacketSize);
+    try {
+      ws = new WS(this.url);
+    } catch (err) {
+      waiter.reject(new NanoError(ErrorCode.Closed, `cannot open ${this.url}: ${err.message ?? err}`));
+      return;
+    }
+    this._ws = ws;
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => {
+      if (this._ws !== ws) return;
+      const sys = { type: CLIENT_TYPE, version: CLIENT_VERSION };
+      if (resume) sys.resume = resume;
+      this._sendPacket(PacketType.Handshake, utf8Encode(JSON.stringify({ sys, user: this.options.user ?? {} })));
+    };
+    ws.onmessage = (ev) => {
+      if (this._ws === ws) this._onData(ev.data, ws);
+    };
+    ws.onerror = () => {
+      // a close event always follows; report there
+    };
+    ws.onclose = (ev) => {
+      if (this._ws !== ws) return;
+      const info = {
+        reason: this._closeInfo?.reason ?? (ev.reason || "connection closed"),
+        kicked: this._closeInfo?.kicked ?? false,
+        code: ev.code,
+        wasClean: ev.wasClean,
       };
-      let ws;
-      try {
-        ws = new WS(this.url);
-      } catch (err) {
-        fail(new NanoError(ErrorCode.Closed, `cannot open ${this.url}: ${err.message ?? err}`));
+      if (!this._wsReady) {
+        waiter.reject(new NanoError(ErrorCode.Closed, `connection to ${this.url} closed before the handshake finished (${info.reason})`));
         return;
       }
-      this._ws = ws;
-      ws.binaryType = "arraybuffer";
-      ws.onopen = () => {
-        const hs = { sys: { type: CLIENT_TYPE, version: CLIENT_VERSION }, user: this.options.user ?? {} };
-        this._sendPacket(PacketType.Handshake, utf8Encode(JSON.stringify(hs)));
-      };
-      ws.onmessage = (ev) => this._onData(ev.data);
-      ws.onerror = () => {
-        // a close event always follows; report there
-      };
-      ws.onclose = (ev) => {
-        const info = {
-          reason: this._closeInfo?.reason ?? (ev.reason || "connection closed"),
-          kicked: this._closeInfo?.kicked ?? false,
-          code: ev.code,
-          wasClean: ev.wasClean,
-        };
-        if (this._handshakeWaiter) {
-          this._handshakeWaiter.reject(new NanoError(ErrorCode.Closed, `connection to ${this.url} closed before the handshake finished (${info.reason})`));
-        }
-        this._shutdown(info);
-      };
-    });
+      this._lost(info);
+    };
+  }
+
+  /** Forgets a socket: no more events from it, and it is closed (abruptly where possible). */
+  _dropSocket(ws) {
+    if (!ws) return;
+    if (this._ws === ws) {
+      this._ws = null;
+      this._wsReady = false;
+    }
+    ws.onopen = null;
+    ws.onmessage = null;
+    ws.onclose = null;
+    ws.onerror = () => {}; // the `ws` package throws on an error event nobody listens to
+    if (ws.readyState === 0 || ws.readyState === 1) {
+      try {
+        if (typeof ws.terminate === "function") ws.terminate();
+        else ws.close(1000);
+      } catch {
+        // already closing
+      }
+    }
   }
 
   // -- sending ---------------------------------------------------------------------------------
@@ -523,39 +617,58 @@ export class NanoClient extends EventTarget {
   /**
    * Sends a request; resolves with the decoded response payload. Rejects with the server's
    * error (NanoError with `code`, `msg`, `metadata`) for error responses, NANO-408 after
-   * `timeout` ms (option per call: `{ timeout }`), NANO-410 if the connection is or gets closed.
+   * `timeout` ms open (option per call: `{ timeout }`), NANO-410 if the connection is or gets
+   * closed or the session is lost. While reconnecting the request is queued.
    */
   request(route, payload = {}, { timeout = this.options.timeout } = {}) {
-    if (!this.connected) return Promise.reject(new NanoError(ErrorCode.Closed, "not connected"));
+    const queue = this.state === "reconnecting";
+    if (!this.connected && !queue) return Promise.reject(new NanoError(ErrorCode.Closed, "not connected"));
+    if (queue && this._outbox.length >= this.options.maxQueued) {
+      return Promise.reject(new NanoError(ErrorCode.Closed, `reconnecting, and ${this._outbox.length} messages are queued already`));
+    }
     const id = this._nextId;
     this._nextId = this._nextId >= 0x7fffffff ? 1 : this._nextId + 1;
+    let bytes;
     let body;
     try {
-      body = encodeMessage({ type: MessageType.Request, id, route, payload: this._encode(payload), dict: this._sendDict() });
+      bytes = this._encode(payload);
+      body = encodeMessage({ type: MessageType.Request, id, route, payload: bytes, dict: this._sendDict() });
     } catch (err) {
       return Promise.reject(err);
     }
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this._pending.delete(id);
-        reject(new NanoError(ErrorCode.Timeout, `request ${route} (id ${id}) timed out after ${timeout} ms`));
-      }, timeout);
-      this._pending.set(id, { resolve, reject, timer, route });
+      const entry = { resolve, reject, route, payload: bytes, timeout, remaining: timeout, deadline: 0, timer: null, sent: false };
+      this._pending.set(id, entry);
+      if (queue) {
+        this._outbox.push({ request: id });
+        return;
+      }
+      entry.sent = true;
+      this._arm(id, entry);
       this._sendPacket(PacketType.Data, body);
     });
   }
 
-  /** Sends a notify (no answer). Returns false, sending nothing, when not connected. */
+  /**
+   * Sends a notify (no answer). Returns false, sending nothing, when not connected; while
+   * reconnecting it is queued (true) unless the queue is full (false).
+   */
   notify(route, payload = {}) {
-    if (!this.connected) return false;
+    if (!this.connected && this.state !== "reconnecting") return false;
     return this.notifyRaw(route, this._encode(payload));
   }
 
   /** Sends a notify whose payload is the given bytes (or a string's UTF-8), verbatim. */
   notifyRaw(route, bytes) {
-    if (!this.connected) return false;
+    const queue = this.state === "reconnecting";
+    if (!this.connected && !queue) return false;
     const payload = typeof bytes === "string" ? utf8Encode(bytes) : toBytes(bytes);
     const body = encodeMessage({ type: MessageType.Notify, route, payload, dict: this._sendDict() });
+    if (queue) {
+      if (this._outbox.length >= this.options.maxQueued) return false;
+      this._outbox.push({ route, payload });
+      return true;
+    }
     return this._sendPacket(PacketType.Data, body);
   }
 
@@ -584,6 +697,34 @@ export class NanoClient extends EventTarget {
       return true;
     } catch {
       return false;
+    }
+  }
+
+  /** Sends a pending request (again), its route encoded with the current dictionary. */
+  _sendRequest(id, entry) {
+    entry.sent = true;
+    const body = encodeMessage({ type: MessageType.Request, id, route: entry.route, payload: entry.payload, dict: this._sendDict() });
+    this._sendPacket(PacketType.Data, body);
+  }
+
+  // A request's timeout clock: runs while open, stopped (keeping what is left) while reconnecting.
+  _arm(id, entry) {
+    clearTimeout(entry.timer);
+    entry.deadline = Date.now() + entry.remaining;
+    entry.timer = setTimeout(() => {
+      if (this._pending.get(id) !== entry) return;
+      this._pending.delete(id);
+      entry.reject(new NanoError(ErrorCode.Timeout, `request ${entry.route} (id ${id}) timed out after ${entry.timeout} ms`));
+    }, entry.remaining);
+  }
+
+  _pauseTimers() {
+    const now = Date.now();
+    for (const entry of this._pending.values()) {
+      if (entry.timer === null) continue;
+      clearTimeout(entry.timer);
+      entry.timer = null;
+      entry.remaining = Math.max(0, entry.deadline - now);
     }
   }
 
@@ -622,7 +763,8 @@ export class NanoClient extends EventTarget {
 
   /**
    * Resolves with the payload of the next push on `route` for which `filter(payload)` is true;
-   * rejects with NANO-408 after `timeout` ms, NANO-410 if the connection closes first.
+   * rejects with NANO-408 after `timeout` ms, NANO-410 if the client closes first (a reconnect
+   * does not end the wait).
    */
   waitFor(route, { timeout = this.options.timeout, filter = () => true } = {}) {
     return new Promise((resolve, reject) => {
@@ -660,7 +802,7 @@ export class NanoClient extends EventTarget {
 
   // -- receiving -------------------------------------------------------------------------------
 
-  _onData(data) {
+  _onData(data, ws) {
     if (this.state === "closed") return;
     if (typeof data === "string") {
       this._protocolError(protocolError("unexpected text frame"));
@@ -675,7 +817,8 @@ export class NanoClient extends EventTarget {
     }
     this._lastRecv = Date.now();
     for (const p of packets) {
-      if (this.state === "closed") return;
+      // (a handler may have closed the client, a refused handshake dropped the socket)
+      if (this.state === "closed" || this._ws !== ws) return;
       try {
         this._onPacket(p);
       } catch (err) {
@@ -693,7 +836,8 @@ export class NanoClient extends EventTarget {
       case PacketType.Heartbeat:
         break; // liveness is tracked for every packet
       case PacketType.Data:
-        if (this.state !== "open") throw protocolError("data packet before the handshake");
+        if (!this._wsReady) throw protocolError("data packet before the handshake");
+        this.received += 1; // every Data packet counts, for resume, even one for nobody
         this._onMessage(decodeMessage(body, this._codes));
         break;
       case PacketType.Kick:
@@ -705,34 +849,92 @@ export class NanoClient extends EventTarget {
   }
 
   _onHandshake(body) {
-    if (this.state !== "connecting") throw protocolError("unexpected second handshake");
+    if (this._wsReady) throw protocolError("unexpected second handshake");
     let hs;
     try {
       hs = JSON.parse(utf8Decode(body));
     } catch {
       throw protocolError("handshake response is not JSON");
     }
-    this.handshake = hs;
     if (hs?.code !== 200) {
       const code = hs?.code ?? "?";
+      if (this.state === "connecting") this.handshake = hs;
       const err = new NanoError(String(code), code === 501 ? "client version not supported" : `handshake refused (code ${code})`, { handshake: hs });
       this._handshakeWaiter?.reject(err);
       return;
     }
+    this.handshake = hs;
     const sys = hs.sys ?? {};
-    const dict = sys.dict ?? {};
-    for (const [route, code] of Object.entries(dict)) {
+    // dictionary and heartbeat: from each handshake anew
+    this._dict = new Map();
+    this._codes = new Map();
+    for (const [route, code] of Object.entries(sys.dict ?? {})) {
       if (Number.isInteger(code) && code >= 0 && code <= 0xffff) {
         this._dict.set(route, code);
         this._codes.set(code, route);
       }
     }
     this.heartbeatInterval = typeof sys.heartbeat === "number" && sys.heartbeat > 0 ? sys.heartbeat * 1000 : 0;
+    const r = sys.resume;
+    const offered = r !== null && typeof r === "object" && typeof r.token === "string" && r.token !== "";
+    const grace = offered && typeof r.grace === "number" && r.grace > 0 ? r.grace : 0;
+    this._resume = offered ? { token: r.token, grace } : null;
+    const reconnecting = this.state === "reconnecting";
+    const resumed = reconnecting && offered && r.resumed === true;
     this._sendPacket(PacketType.HandshakeAck);
+    this._wsReady = true;
     this.state = "open";
     this._lastRecv = Date.now();
     this._startHeartbeat();
+    if (!resumed) this.received = 0; // a new session: the server counts from zero
+    const rc = this._reconnect;
+    this._reconnect = null;
     this._handshakeWaiter?.resolve();
+    if (!reconnecting) return;
+    const detail = { resumed, attempts: rc?.attempts ?? 0, downtime: rc ? Date.now() - rc.since : 0, resent: 0 };
+    if (resumed) {
+      detail.resent = this._flushAfterResume(typeof r.last_request === "number" ? r.last_request : undefined);
+    } else {
+      this._outbox = []; // queued notifies belonged to the lost session: dropped
+      const lost = [...this._pending];
+      this._pending.clear();
+      for (const [id, entry] of lost) {
+        clearTimeout(entry.timer);
+        entry.reject(new NanoError(ErrorCode.Closed, `session lost: the server started a new session, ${entry.route} (id ${id}) went unanswered`));
+      }
+    }
+    const ev = new Event("resume");
+    ev.detail = detail;
+    this._emit(ev, this.onresume, detail);
+  }
+
+  /**
+   * After a resume: sends again the requests the server never got (id over `lastRequest`; with
+   * no `lastRequest` none are resent, at most once), then the queue, then restarts the
+   * request clocks. Returns how many requests were sent again.
+   */
+  _flushAfterResume(lastRequest) {
+    let resent = 0;
+    for (const [id, entry] of this._pending) {
+      if (entry.sent && lastRequest !== undefined && id > lastRequest) {
+        this._sendRequest(id, entry);
+        resent += 1;
+      }
+    }
+    const outbox = this._outbox;
+    this._outbox = [];
+    for (const item of outbox) {
+      if (item.request !== undefined) {
+        const entry = this._pending.get(item.request);
+        if (entry && !entry.sent) this._sendRequest(item.request, entry);
+      } else {
+        this._sendPacket(PacketType.Data, encodeMessage({ type: MessageType.Notify, route: item.route, payload: item.payload, dict: this._sendDict() }));
+      }
+    }
+    for (const [id, entry] of this._pending) {
+      if (entry.timer === null) this._arm(id, entry);
+    }
+    return resent;
   }
 
   _onMessage(msg) {
@@ -793,7 +995,7 @@ export class NanoClient extends EventTarget {
     const ev = new Event("error");
     ev.error = err;
     this._emit(ev, this.onerror, err);
-    this._handshakeWaiter?.reject(err);
+    // (shutdown first: a reconnect attempt's handshake failing this way must not retry)
     this._shutdown({ reason: err.message, kicked: false }, err);
   }
 
@@ -811,22 +1013,102 @@ export class NanoClient extends EventTarget {
   // -- heartbeats ------------------------------------------------------------------------------
 
   _startHeartbeat() {
+    this._stopHeartbeat();
     if (!this.heartbeatInterval) return;
     const interval = this.heartbeatInterval;
     const deadAfter = this.options.heartbeatTimeout ?? 2 * interval;
     this._heartbeatTimer = setInterval(() => this._sendPacket(PacketType.Heartbeat), interval);
     this._watchdogTimer = setInterval(() => {
       const silent = Date.now() - this._lastRecv;
-      if (silent > deadAfter) {
-        this._closeInfo = { reason: `heartbeat timeout: server silent for ${silent} ms`, kicked: false };
-        this._shutdown(this._closeInfo);
-      }
+      if (silent > deadAfter) this._lost({ reason: `heartbeat timeout: server silent for ${silent} ms`, kicked: false });
     }, Math.max(50, Math.min(1000, interval / 4)));
+  }
+
+  _stopHeartbeat() {
+    clearInterval(this._heartbeatTimer);
+    clearInterval(this._watchdogTimer);
+    this._heartbeatTimer = null;
+    this._watchdogTimer = null;
+  }
+
+  // -- drops and reconnecting ------------------------------------------------------------------
+
+  /** The open connection is gone (socket closed, heartbeat timeout): reconnect or close. */
+  _lost(info) {
+    if (this.state !== "open") return;
+    const resume = this._resume;
+    if (!this.options.reconnect || !resume || !(resume.grace > 0) || this._closeInfo) {
+      this._closeInfo = this._closeInfo ?? { reason: info.reason, kicked: !!info.kicked };
+      this._shutdown(info);
+      return;
+    }
+    this._stopHeartbeat();
+    this._dropSocket(this._ws);
+    this._pauseTimers();
+    this.state = "reconnecting";
+    const now = Date.now();
+    this._reconnect = {
+      since: now,
+      deadline: now + resume.grace * 1000,
+      attempts: 0,
+      delay: Math.max(1, this.options.reconnectDelay),
+      timer: null,
+      lastError: info.reason,
+    };
+    const detail = { reason: info.reason, code: info.code, wasClean: info.wasClean, grace: resume.grace * 1000 };
+    const ev = new Event("disconnect");
+    ev.detail = detail;
+    this._emit(ev, this.ondisconnect, detail);
+    if (this.state === "reconnecting") this._scheduleAttempt(); // (a handler may have closed us)
+  }
+
+  _scheduleAttempt() {
+    const rc = this._reconnect;
+    const left = rc.deadline - Date.now();
+    if (left <= 0) {
+      this._giveUp();
+      return;
+    }
+    const wait = Math.min(rc.delay, this.options.reconnectMaxDelay) * (0.5 + Math.random() * 0.5);
+    rc.delay = Math.min(rc.delay * 2, this.options.reconnectMaxDelay);
+    rc.timer = setTimeout(() => this._attempt(), Math.min(wait, left));
+  }
+
+  _attempt() {
+    const rc = this._reconnect;
+    if (this.state !== "reconnecting" || !rc) return;
+    rc.timer = null;
+    const left = rc.deadline - Date.now();
+    if (left <= 0) {
+      this._giveUp();
+      return;
+    }
+    rc.attempts += 1;
+    const WS = this.options.WebSocket ?? globalThis.WebSocket;
+    this._openSocket(WS, Math.min(this.options.timeout, left), { token: this._resume.token, received: this.received }, {
+      ok: () => {},
+      fail: (err, ws) => {
+        // kicked, closed or a protocol error meanwhile: the client is done, no retry
+        if (this.state !== "reconnecting" || this._closeInfo || this._reconnect !== rc) return;
+        this._dropSocket(ws);
+        rc.lastError = err.message;
+        this._scheduleAttempt();
+      },
+    });
+  }
+
+  _giveUp() {
+    const rc = this._reconnect;
+    const secs = this._resume ? this._resume.grace : 0;
+    this._shutdown({
+      reason: `session not resumed within its grace of ${secs} s (${rc?.attempts ?? 0} attempts, last: ${rc?.lastError ?? "?"})`,
+      kicked: false,
+    });
   }
 
   // -- closing ---------------------------------------------------------------------------------
 
-  /** Closes the connection; pending requests reject with NANO-410. */
+  /** Closes the connection (no reconnect); pending and queued requests reject with NANO-410. */
   close(reason = "closed by client") {
     if (this.state === "closed") return;
     this._closeInfo = this._closeInfo ?? { reason, kicked: false };
@@ -837,8 +1119,11 @@ export class NanoClient extends EventTarget {
     if (this.state === "closed") return;
     this.state = "closed";
     this._closeInfo = this._closeInfo ?? { reason: info.reason, kicked: info.kicked };
-    clearInterval(this._heartbeatTimer);
-    clearInterval(this._watchdogTimer);
+    this._stopHeartbeat();
+    if (this._reconnect) {
+      clearTimeout(this._reconnect.timer);
+      this._reconnect = null;
+    }
     const ws = this._ws;
     if (ws && (ws.readyState === 0 || ws.readyState === 1)) {
       try {
@@ -847,11 +1132,13 @@ export class NanoClient extends EventTarget {
         // already closing
       }
     }
-    for (const [, entry] of this._pending) {
+    this._outbox = [];
+    const pending = [...this._pending];
+    this._pending.clear();
+    for (const [, entry] of pending) {
       clearTimeout(entry.timer);
       entry.reject(cause ?? new NanoError(ErrorCode.Closed, `connection closed before the response to ${entry.route} (${info.reason})`));
     }
-    this._pending.clear();
     this._handshakeWaiter?.reject(cause ?? new NanoError(ErrorCode.Closed, `connection closed during the handshake (${info.reason})`));
     const detail = { reason: info.reason, kicked: !!info.kicked, code: info.code, wasClean: info.wasClean };
     const ev = new Event("close");

@@ -419,6 +419,8 @@ async fn serve_in_span<S, R, W>(
     }
     tracing::debug!(%remote, session = session.id(), "session opened");
 
+    // The peer left on purpose (a WebSocket close frame): its session is not kept for it.
+    let mut goodbye = false;
     let reason: Option<String> = 'conn: loop {
         // Everything already buffered first (pipelined packets).
         loop {
@@ -486,9 +488,16 @@ async fn serve_in_span<S, R, W>(
             r = source.read_into(&mut buf) => match r {
                 Ok(0) => {
                     state.cause("client closed");
+                    goodbye = source.said_goodbye();
                     break None;
                 }
                 Ok(n) => state.heard_bytes(n),
+                Err(e) if vanished(&e) => {
+                    // The network, not the peer's protocol: a drop.
+                    state.cause("read error");
+                    tracing::debug!(%remote, error = %e, "read failed");
+                    break None;
+                }
                 Err(e) => {
                     state.cause("read error");
                     break Some(e.to_string());
@@ -508,8 +517,10 @@ async fn serve_in_span<S, R, W>(
     if let Some(link) = &link {
         // A dropped connection (not a protocol error, not the server's kick or close, not
         // shutdown) suspends its session.
-        let drop =
-            reason.is_none() && !ctx.shutting_down.is_cancelled() && !ctx.dropped.is_cancelled();
+        let drop = reason.is_none()
+            && !goodbye
+            && !ctx.shutting_down.is_cancelled()
+            && !ctx.dropped.is_cancelled();
         match link.detach(&state, drop) {
             Detached::Suspended(suspension) => {
                 teardown.session = None;
@@ -602,6 +613,16 @@ impl<S: Serializer> Drop for Teardown<S> {
 
 const MAX_BATCH: usize = 256;
 
+/// Whether a read error means the connection is gone (reset, aborted, timed out) rather than
+/// that the peer broke the protocol.
+fn vanished(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | TimedOut | NotConnected
+    )
+}
+
 /// Writes everything queued; false when the connection must stop (write error, write
 /// deadline passed, or kill).
 async fn flush<W: PacketSink>(
@@ -629,6 +650,7 @@ async fn flush<W: PacketSink>(
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::debug!(remote = %state.remote, error = %e, "write failed");
+                state.cause("write error");
                 state.abort();
                 return false;
             }

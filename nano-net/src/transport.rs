@@ -21,6 +21,12 @@ pub(crate) trait PacketSource: Send + 'static {
     /// Caps the read buffer allocated per read at `max` bytes (before the handshake completes,
     /// a peer is allowed only a small buffer), or lifts the cap (`None`).
     fn limit_reads(&mut self, max: Option<usize>);
+
+    /// After `Ok(0)`: whether the peer said it was leaving (a WebSocket close frame), rather
+    /// than its stream just ending (which a dying network or a middlebox does too).
+    fn said_goodbye(&self) -> bool {
+        false
+    }
 }
 
 /// Where outbound packets go. Every write that the socket accepts bytes of marks `progress`

@@ -203,7 +203,7 @@ done
 if [ "$#" -gt 0 ]; then
   FILES=("$@")
 else
-  FILES=(codec.test.mjs client-fake.test.mjs client-chat.test.mjs pomelo-client.test.mjs chat.browser.test.mjs tadpole.browser.test.mjs cluster.browser.test.mjs admin.browser.test.mjs)
+  FILES=(codec.test.mjs client-fake.test.mjs client-chat.test.mjs pomelo-client.test.mjs chat.browser.test.mjs tadpole.browser.test.mjs cluster.browser.test.mjs admin.browser.test.mjs resume.browser.test.mjs stubs.test.mjs)
 fi
 for f in "${FILES[@]}"; do
   [ -f "$HERE/$f" ] || die "no test file tests/browser/$f"

@@ -17,8 +17,17 @@ pub struct Cutter {
 }
 
 impl Cutter {
-    /// Listens on a free port of 127.0.0.1.
+    /// Listens on a free port of 127.0.0.1; a cut closes both sockets (FIN).
     pub async fn start(upstream: SocketAddr) -> Cutter {
+        Self::start_with(upstream, false).await
+    }
+
+    /// The same, but a cut resets both sockets (RST), as a middlebox that forgot them does.
+    pub async fn start_resetting(upstream: SocketAddr) -> Cutter {
+        Self::start_with(upstream, true).await
+    }
+
+    async fn start_with(upstream: SocketAddr, reset: bool) -> Cutter {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
@@ -34,6 +43,14 @@ impl Cutter {
                     }
                     let task = tokio::spawn(async move {
                         if let Ok(mut server) = TcpStream::connect(upstream).await {
+                            if reset {
+                                // A zero linger makes the drop a reset, at once (no blocking).
+                                #[allow(deprecated)]
+                                let _ = (
+                                    client.set_linger(Some(std::time::Duration::ZERO)),
+                                    server.set_linger(Some(std::time::Duration::ZERO)),
+                                );
+                            }
                             let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                         }
                     });

@@ -1,10 +1,16 @@
-// The chat page: go-nano's chat demo on nano.js.
+// The chat page: go-nano's chat demo on nano.js, written against the chat example's typed
+// stubs (api.js / api.d.ts, generated from its route table by `--export-api`).
 //
 // Routes: request `room.join` → pushes `onMembers` {members} to us and `onNewUser` {content} to
 // the others; notify `room.message` {name, content} → push `onMessage` to everyone (us too).
 //
 // Query parameters: `?name=ann` sets the name, `?ws=ws://host:port/nano` the server.
-import { NanoClient } from "./nano.js";
+//
+// When the server resumes sessions (sys.resume in its handshake), a dropped connection is
+// not the end: nano.js reconnects by itself ("reconnecting…") and the page carries on in the
+// same session, with whatever was said meanwhile; if the session was lost instead, the page
+// joins the room again. Only a closed client (kicked, or the grace ran out) starts over here.
+import { Api } from "./api.js";
 
 const $ = (sel) => document.querySelector(sel);
 const ui = {
@@ -27,13 +33,14 @@ ui.name.addEventListener("change", () => {
   storageSet("nano-chat-name", ui.name.value);
 });
 
-let client = null;
+// The stubs over the live connection.
+let current = null;
 let members = 0;
 let retryDelay = 1000;
 let everJoined = false;
 
 // For tests and the curious: the live client and state.
-const state = { client: null, joined: false, received: [] };
+const state = { client: null, joined: false, received: [], disconnects: 0, resumes: [] };
 window.__chat = state;
 
 function setStatus(kind, text) {
@@ -101,51 +108,78 @@ function showMessage(msg) {
 async function start() {
   setStatus("connecting", "connecting…");
   setComposer(false);
-  let c;
+  let api;
   try {
-    c = await NanoClient.connect(wsUrl, { timeout: 8000 });
+    api = await Api.connect(wsUrl, { timeout: 8000 });
   } catch (err) {
     setStatus("error", "offline");
     retry(`cannot connect: ${err.message}`);
     return;
   }
-  client = c;
+  const c = api.client;
+  current = api;
   state.client = c;
-  c.on("onMembers", (m) => {
+  api.on("onMembers", (m) => {
     const list = Array.isArray(m?.members) ? m.members : [];
     // the list holds the members already there; we are one more
     setMembers(list.length + 1);
     notice(list.length === 0 ? "You are the first one here." : `${list.length} already here.`);
   });
-  c.on("onNewUser", (m) => {
+  api.on("onNewUser", (m) => {
     setMembers(members + 1);
     notice(String(m?.content ?? "Someone joined."));
   });
-  c.on("onLeave", (m) => {
+  api.on("onLeave", (m) => {
     setMembers(Math.max(1, members - 1));
     notice(String(m?.content ?? "Someone left."));
   });
-  c.on("onMessage", (m) => {
+  api.on("onMessage", (m) => {
     state.received.push(m);
     showMessage(m);
   });
   c.onkick = (reason) => notice(`Kicked by the server: ${reason}`);
+  c.ondisconnect = () => {
+    state.disconnects += 1;
+    setComposer(false);
+    setStatus("reconnecting", "reconnecting…");
+  };
+  c.onresume = ({ resumed }) => {
+    state.resumes.push(resumed);
+    if (resumed) {
+      setStatus(state.joined ? "joined" : "connecting", state.joined ? "online" : "connecting…");
+      setComposer(state.joined);
+      return;
+    }
+    // a new session: the room forgot us
+    state.joined = false;
+    notice("The session expired while offline: joining again.");
+    join(api);
+  };
   c.onclose = (info) => {
     state.joined = false;
     state.client = null;
-    client = null;
+    current = null;
     setComposer(false);
     setStatus("closed", "disconnected");
     if (!info.kicked) retry(`Connection lost (${info.reason}).`);
   };
+  await join(api);
+}
+
+async function join(api) {
+  const c = api.client;
+  setStatus("connecting", "joining…");
   try {
-    const res = await c.request("room.join", {});
+    const res = await api.room.join();
     if (res?.code !== 0) throw new Error(`join refused: ${JSON.stringify(res)}`);
   } catch (err) {
+    // closed: onclose starts over; session lost (NANO-410 while open): onresume joins again
+    if (c.state === "closed" || err.code === "NANO-410") return;
     notice(`Could not join the room: ${err.message}`);
     c.close();
     return;
   }
+  if (api !== current || c.state === "closed") return;
   state.joined = true;
   retryDelay = 1000;
   setStatus("joined", "online");
@@ -163,9 +197,9 @@ function retry(why) {
 ui.form.addEventListener("submit", (ev) => {
   ev.preventDefault();
   const content = ui.input.value.trim();
-  if (!content || !client?.connected || !state.joined) return;
+  if (!content || !current?.client.connected || !state.joined) return;
   const name = ui.name.value.trim() || "guest";
-  if (client.notify("room.message", { name, content })) {
+  if (current.notify.room.message({ name, content })) {
     ui.input.value = "";
   }
   ui.input.focus();

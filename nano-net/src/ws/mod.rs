@@ -319,6 +319,10 @@ impl<R: WsRead, W: AsyncWrite + Unpin + Send + 'static> WsSource<R, W> {
 }
 
 impl<R: WsRead, W: AsyncWrite + Unpin + Send + 'static> PacketSource for WsSource<R, W> {
+    fn said_goodbye(&self) -> bool {
+        self.peer_closed
+    }
+
     // Cancel-safe: every await leaves the state in `self` (and what was delivered in `buf`).
     async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         // Hold no packet buffer while idle. Released whatever its capacity: an empty buffer
