@@ -237,7 +237,7 @@ async fn the_handshake_offers_the_dictionary_in_nano_and_pomelo_forms_that_agree
             Arc::new(room::Stats::default()),
             Duration::from_secs(60),
         ))
-        .push_routes(["onMembers"])
+        .push_routes(["onTyping"])
         .tcp("127.0.0.1:0")
         .start()
         .await

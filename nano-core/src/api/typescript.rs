@@ -477,7 +477,7 @@ mod tests {
             ),
             (
                 json!({"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}, "required": ["name"]}),
-                "{ name: string; age?: number }",
+                "{ age?: number; name: string }",
             ),
             (
                 json!({"type": "object", "additionalProperties": {"type": "integer"}}),
