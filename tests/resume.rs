@@ -376,6 +376,15 @@ async fn shake(raw: &mut Raw, resume: Value) -> Value {
     v["sys"]["resume"].clone()
 }
 
+/// Drops a raw connection the way a network does: a reset, not a goodbye.
+fn vanish(raw: Raw) {
+    if let Raw::Tcp(s, _) = &raw {
+        #[allow(deprecated)] // a zero linger: the drop resets at once, nothing blocks
+        s.set_linger(Some(Duration::ZERO)).unwrap();
+    }
+    drop(raw);
+}
+
 fn token(answer: &Value) -> String {
     let t = answer["token"].as_str().expect("a token").to_owned();
     assert_eq!(t.len(), 32, "128 bits in hex: {t}");
@@ -408,7 +417,7 @@ async fn forged_stale_and_used_tokens_get_a_fresh_session() {
     }
 
     // Used: resumed once with it, then presented again.
-    drop(raw);
+    vanish(raw);
     let id = recv(&mut f.suspended, "suspended").await;
     let mut back = Raw::tcp(tcp).await;
     let a = shake(&mut back, json!({"token": mine, "received": 0})).await;
@@ -423,7 +432,7 @@ async fn forged_stale_and_used_tokens_get_a_fresh_session() {
     others.push(again);
 
     // Stale: its session's grace period is over.
-    drop(back);
+    vanish(back);
     assert_eq!(recv(&mut f.suspended, "suspended again").await, id);
     assert_eq!(recv(&mut f.closed_rx, "closed after the grace").await, id);
     let mut late = Raw::tcp(tcp).await;
@@ -560,30 +569,47 @@ async fn a_silent_client_is_suspended_by_the_heartbeat_not_kicked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reset_connection_is_a_drop_too() {
-    for via in BOTH {
-        let mut f = fixture(Resume::new(Duration::from_secs(30))).await;
-        let cutter = Cutter::start_resetting(f.addr(via)).await;
-        let alice = connect(via, cutter.addr()).await;
-        let mut events = alice.connection_events();
-        alice.request::<_, ()>("Room.Join", "alice").await.unwrap();
-        cutter.refuse(true);
-        cutter.cut();
-        recv(&mut f.suspended, "suspended after a reset").await;
-        assert!(matches!(
-            recv(&mut events, "lost").await,
-            ConnectionEvent::Lost(_)
-        ));
-        cutter.refuse(false);
-        assert_eq!(
-            recv(&mut events, "back").await,
-            ConnectionEvent::Resumed,
-            "{via:?}"
-        );
-        let me: String = alice.request("Room.Whoami", &()).await.unwrap();
-        assert_eq!(me, "alice", "{via:?}");
-        assert!(f.closed_rx.try_recv().is_err(), "{via:?}");
-    }
+async fn a_websocket_that_ends_without_a_close_frame_is_a_drop() {
+    let mut f = fixture(Resume::new(Duration::from_secs(30))).await;
+    let cutter = Cutter::start_closing(f.addr(Via::Ws)).await;
+    let alice = connect(Via::Ws, cutter.addr()).await;
+    let mut events = alice.connection_events();
+    alice.request::<_, ()>("Room.Join", "alice").await.unwrap();
+    cutter.refuse(true);
+    cutter.cut();
+    recv(
+        &mut f.suspended,
+        "suspended after a FIN without a close frame",
+    )
+    .await;
+    assert!(matches!(
+        recv(&mut events, "lost").await,
+        ConnectionEvent::Lost(_)
+    ));
+    cutter.refuse(false);
+    assert_eq!(recv(&mut events, "back").await, ConnectionEvent::Resumed);
+    let me: String = alice.request("Room.Whoami", &()).await.unwrap();
+    assert_eq!(me, "alice");
+    assert!(f.closed_rx.try_recv().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_client_that_closes_its_socket_leaves() {
+    // Its FIN is the only goodbye a TCP client has (pypomelo, pomelo's TCP clients): the
+    // session ends at once and the room hears it leave.
+    let mut f = fixture(Resume::new(Duration::from_secs(30))).await;
+    let bob = connect(Via::Tcp, f.addr(Via::Tcp)).await;
+    let mut leaves = bob.on("onLeave");
+    bob.request::<_, ()>("Room.Join", "bob").await.unwrap();
+    let alice = connect(Via::Tcp, f.addr(Via::Tcp)).await;
+    alice.request::<_, ()>("Room.Join", "alice").await.unwrap();
+    alice.close().await;
+    recv(&mut f.closed_rx, "closed at once").await;
+    let left: String = bob
+        .decode(&timeout(T, leaves.recv()).await.unwrap().unwrap())
+        .unwrap();
+    assert_eq!(left, "alice");
+    assert!(f.suspended.try_recv().is_err(), "never suspended");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

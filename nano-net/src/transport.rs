@@ -22,8 +22,10 @@ pub(crate) trait PacketSource: Send + 'static {
     /// a peer is allowed only a small buffer), or lifts the cap (`None`).
     fn limit_reads(&mut self, max: Option<usize>);
 
-    /// After `Ok(0)`: whether the peer said it was leaving (a WebSocket close frame), rather
-    /// than its stream just ending (which a dying network or a middlebox does too).
+    /// After `Ok(0)`: whether the peer said it was leaving, rather than its connection just
+    /// ending: a WebSocket close frame (a WebSocket that ends without one dropped), or on a
+    /// stream its FIN, the only goodbye the protocol has over TCP (pomelo's TCP clients close
+    /// that way). A reset, silence or a failed read is never one.
     fn said_goodbye(&self) -> bool {
         false
     }
@@ -207,6 +209,10 @@ impl<R> StreamSource<R> {
 }
 
 impl<R: AsyncRead + Unpin + Send + 'static> PacketSource for StreamSource<R> {
+    fn said_goodbye(&self) -> bool {
+        true
+    }
+
     async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         if buf.capacity() - buf.len() < self.chunk / 4 {
             buf.reserve(self.chunk);
@@ -266,6 +272,10 @@ impl TcpSource {
 }
 
 impl PacketSource for TcpSource {
+    fn said_goodbye(&self) -> bool {
+        true
+    }
+
     async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         if buf.is_empty() {
             *buf = BytesMut::new();

@@ -1,5 +1,6 @@
 //! A TCP proxy on 127.0.0.1 whose connections a test cuts: the client's and the server's
-//! sockets both go away at once, as when a phone changes network.
+//! sockets both go away at once, reset, as when a phone changes network and the NAT in between
+//! forgets the connection.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,14 +18,15 @@ pub struct Cutter {
 }
 
 impl Cutter {
-    /// Listens on a free port of 127.0.0.1; a cut closes both sockets (FIN).
+    /// Listens on a free port of 127.0.0.1; a cut resets both sockets (RST).
     pub async fn start(upstream: SocketAddr) -> Cutter {
-        Self::start_with(upstream, false).await
+        Self::start_with(upstream, true).await
     }
 
-    /// The same, but a cut resets both sockets (RST), as a middlebox that forgot them does.
-    pub async fn start_resetting(upstream: SocketAddr) -> Cutter {
-        Self::start_with(upstream, true).await
+    /// The same, but a cut closes both sockets (FIN): over TCP the goodbye of a client that
+    /// leaves, over WebSocket a drop (no close frame).
+    pub async fn start_closing(upstream: SocketAddr) -> Cutter {
+        Self::start_with(upstream, false).await
     }
 
     async fn start_with(upstream: SocketAddr, reset: bool) -> Cutter {

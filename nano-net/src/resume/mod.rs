@@ -17,9 +17,10 @@
 //! and the client sends them again. Every handshake gives a new token: a token resumes once.
 //! `resumed: false` is a new session (the token was unknown, used, or its grace was over).
 //!
-//! A session is suspended when its connection drops (the peer closed or vanished, a read or
-//! write failed, the heartbeat timed out); never when the server kicked or closed it, on a
-//! protocol error, or at shutdown.
+//! A session is suspended when its connection drops: reset, a read or write failed, the
+//! heartbeat found it silent, or a WebSocket ended without a close frame. Never when the peer
+//! said goodbye (a WebSocket close frame, or over TCP its FIN, the only goodbye pomelo's TCP
+//! clients have), when the server kicked or closed it, on a protocol error, or at shutdown.
 
 mod link;
 
