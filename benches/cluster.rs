@@ -547,8 +547,9 @@ async fn echo_section(
                     ours: c,
                     baseline: Some(s),
                     ratios: Some(ratios),
-                    metrics: None,
-                    metrics_cost: None,
+                    variant_name: "",
+                    variant: None,
+                    variant_cost: None,
                 });
             }
         }

@@ -110,11 +110,14 @@ struct Args {
     /// Skip the raw baseline.
     #[arg(long)]
     no_baseline: bool,
-    /// Skip the run of nano with its metrics on (by default each load case also loads a
-    /// second nano server with `App::metrics(true)`, interleaved with the others, to show what
-    /// the metrics cost).
+    /// Skip the run of the nano variant (by default each load case also loads a second nano
+    /// server, interleaved with the others, to show what a feature costs: see --variant).
     #[arg(long)]
     no_metrics: bool,
+    /// The variant of nano loaded beside it: `metrics` (`App::metrics(true)`, the default) or
+    /// `resume` (`App::resume`: every packet kept for a client's return).
+    #[arg(long, default_value = "metrics")]
+    variant: String,
     /// Use the server at HOST:PORT as the baseline instead of the raw one (e.g. another nano
     /// build, or another implementation): TCP, or WebSocket when --ws-path is given without
     /// --baseline-ws-addr.
@@ -275,10 +278,23 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
                 }
             }
         };
+        let variant: &'static str = if args.variant == "resume" {
+            "resume"
+        } else {
+            "metrics"
+        };
         let with_metrics = if external || args.no_metrics {
             None
         } else {
-            match ServerProc::spawn(Kind::NanoMetrics, 30) {
+            let kind = match args.variant.as_str() {
+                "metrics" => Kind::NanoMetrics,
+                "resume" => Kind::NanoResume,
+                other => {
+                    eprintln!("unknown --variant {other}: metrics or resume");
+                    return 2;
+                }
+            };
+            match ServerProc::spawn(kind, 30) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     eprintln!("{e}");
@@ -343,7 +359,7 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
                     }
                     if let Some(m) = &with_metrics {
                         specs.push(LoadSpec {
-                            label: "nano+metrics".into(),
+                            label: format!("nano+{variant}"),
                             target: m.target(via),
                             server_pids: vec![m.pid],
                         });
@@ -376,7 +392,7 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
                     );
                     if let (Some(m), Some(r)) = (&metrics_r, &metrics_cost) {
                         eprintln!(
-                            "  {} {} c={}: nano+metrics {:.0} ops/s err {} | metrics on÷off {:.2}× cpu/op {}",
+                            "  {} {} c={}: nano+{variant} {:.0} ops/s err {} | {variant} on÷off {:.2}× cpu/op {}",
                             mode.name(),
                             via,
                             conns,
@@ -393,8 +409,9 @@ async fn drive(args: Args, profile: Profile, nofile: u64, cores: usize, threads:
                         ours: ours_r,
                         baseline: base_r,
                         ratios,
-                        metrics: metrics_r,
-                        metrics_cost,
+                        variant_name: variant,
+                        variant: metrics_r,
+                        variant_cost: metrics_cost,
                     });
                 }
             }

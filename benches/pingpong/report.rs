@@ -18,10 +18,12 @@ pub struct CaseReport {
     pub ours: LoadResult,
     pub baseline: Option<LoadResult>,
     pub ratios: Option<Ratios>,
-    /// nano again with its metrics on, in the same interleaved run.
-    pub metrics: Option<LoadResult>,
-    /// metrics on ÷ metrics off.
-    pub metrics_cost: Option<Ratios>,
+    /// Which variant of nano ran beside it (`metrics`: its metrics on; `resume`: resuming
+    /// sessions), in the same interleaved run.
+    pub variant_name: &'static str,
+    pub variant: Option<LoadResult>,
+    /// The variant ÷ plain nano.
+    pub variant_cost: Option<Ratios>,
 }
 
 /// ours ÷ baseline.
@@ -174,11 +176,11 @@ pub fn print_load(cases: &[CaseReport], ours_name: &str, base_name: &str) {
         if let Some(r) = &c.ratios {
             ratio("ratio", r);
         }
-        if let Some(m) = &c.metrics {
-            row("+metrics", m, false);
+        if let Some(m) = &c.variant {
+            row(&format!("+{}", c.variant_name), m, false);
         }
-        if let Some(r) = &c.metrics_cost {
-            ratio("m÷nano", r);
+        if let Some(r) = &c.variant_cost {
+            ratio("v÷nano", r);
         }
     }
 }

@@ -24,6 +24,8 @@ pub enum Kind {
     Nano,
     /// The same with its metrics on (`App::metrics`): what they cost.
     NanoMetrics,
+    /// The same resuming sessions (`App::resume`): what keeping packets for a return costs.
+    NanoResume,
     /// The hand-written baseline.
     Raw,
     /// nano with the broadcast component (JSON).
@@ -35,6 +37,7 @@ impl Kind {
         match self {
             Kind::Nano => "nano",
             Kind::NanoMetrics => "nano-metrics",
+            Kind::NanoResume => "nano-resume",
             Kind::Raw => "raw",
             Kind::Bcast => "bcast",
         }
@@ -44,6 +47,7 @@ impl Kind {
         match s {
             "nano" => Some(Kind::Nano),
             "nano-metrics" => Some(Kind::NanoMetrics),
+            "nano-resume" => Some(Kind::NanoResume),
             "raw" => Some(Kind::Raw),
             "bcast" => Some(Kind::Bcast),
             _ => None,
@@ -57,12 +61,16 @@ pub fn serve_forever(kind: Kind, tcp: &str, ws: &str, heartbeat: u64) -> ! {
     run_child(async move {
         let hb = Some(Duration::from_secs(heartbeat));
         let started: (SocketAddr, SocketAddr, Keep) = match kind {
-            Kind::Nano | Kind::NanoMetrics => {
-                let server = nano::app_with(Protobuf)
+            Kind::Nano | Kind::NanoMetrics | Kind::NanoResume => {
+                let mut app = nano::app_with(Protobuf)
                     .component(TestHandler)
                     .push_routes(["pong"])
                     .heartbeat(hb)
-                    .metrics(kind == Kind::NanoMetrics)
+                    .metrics(kind == Kind::NanoMetrics);
+                if kind == Kind::NanoResume {
+                    app = app.resume(Duration::from_secs(30));
+                }
+                let server = app
                     .tcp(&tcp)
                     .websocket(&ws, WS_PATH)
                     .start()

@@ -7,7 +7,6 @@
 //! is kept (bounded too: overflow ends the session). A client that comes back says how many it
 //! read; the ones after those are queued again on its new connection, in order, once.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -15,6 +14,7 @@ use bytes::Bytes;
 use nano_core::{Link, SendError};
 use tokio::sync::Notify;
 
+use super::window::Window;
 use crate::agent::ConnState;
 
 /// Where a session's packets go.
@@ -68,9 +68,8 @@ struct State {
     remote: SocketAddr,
     /// Data packets sent to the session so far: the number of the last one.
     sent: u64,
-    /// The last packets sent, oldest first: `kept[i]` is packet `sent - kept.len() + 1 + i`.
-    kept: VecDeque<Bytes>,
-    kept_bytes: usize,
+    /// The last packets sent, oldest first: the `i`th is packet `sent - kept.len() + 1 + i`.
+    kept: Window,
     /// Packets and bytes kept since the connection dropped (what the bound applies to).
     held: usize,
     held_bytes: usize,
@@ -99,8 +98,7 @@ impl ResumeLink {
                 remote: conn.remote(),
                 conn: Some(conn),
                 sent: 0,
-                kept: VecDeque::new(),
-                kept_bytes: 0,
+                kept: Window::default(),
                 held: 0,
                 held_bytes: 0,
                 suspension: 0,
@@ -201,15 +199,13 @@ impl ResumeLink {
         }
         // What the client has is no longer needed.
         for _ in first..received {
-            if let Some(p) = st.kept.pop_front() {
-                st.kept_bytes -= p.len();
-            }
+            st.kept.pop_front();
         }
         let mut replayed = 0;
-        for p in &st.kept {
+        for p in st.kept.packets() {
             // Into an empty queue sized for it (see `Resume::limits`); a connection that is
             // already gone again keeps them here for the next try.
-            if conn.send(p.clone()).is_err() {
+            if conn.send(p).is_err() {
                 break;
             }
             replayed += 1;
@@ -266,19 +262,17 @@ impl ResumeLink {
 
     /// Drops the oldest kept packets over the window.
     fn trim(&self, st: &mut State) {
-        while st.kept.len() > self.max_packets || st.kept_bytes > self.max_bytes {
-            match st.kept.pop_front() {
-                Some(p) => st.kept_bytes -= p.len(),
-                None => break,
-            }
+        while !st.kept.is_empty()
+            && (st.kept.len() > self.max_packets || st.kept.bytes() > self.max_bytes)
+        {
+            st.kept.pop_front();
         }
     }
 
-    /// Numbers and keeps a packet.
-    fn keep(&self, st: &mut State, packet: Bytes) {
+    /// Numbers and keeps (a copy of) a packet.
+    fn keep(&self, st: &mut State, packet: &[u8]) {
         st.sent += 1;
-        st.kept_bytes += packet.len();
-        st.kept.push_back(packet);
+        st.kept.push(packet);
     }
 }
 
@@ -291,7 +285,8 @@ impl Link for ResumeLink {
                 let Some(conn) = st.conn.clone() else {
                     return Err(SendError::Closed);
                 };
-                match conn.send(packet.clone()) {
+                self.keep(&mut st, &packet);
+                match conn.send(packet) {
                     Ok(()) => {}
                     // Its connection is ending: the packet is the client's on its return.
                     Err(SendError::Closed) => {}
@@ -299,9 +294,12 @@ impl Link for ResumeLink {
                     Err(SendError::Full) if conn.is_closing() => {}
                     // Full, and the packet dropped (`DropAndWarn`): the client never gets it,
                     // so it is not numbered.
-                    Err(SendError::Full) => return Err(SendError::Full),
+                    Err(SendError::Full) => {
+                        st.kept.pop_back();
+                        st.sent -= 1;
+                        return Err(SendError::Full);
+                    }
                 }
-                self.keep(&mut st, packet);
                 self.trim(&mut st);
                 Ok(())
             }
@@ -320,7 +318,7 @@ impl Link for ResumeLink {
                 }
                 st.held += 1;
                 st.held_bytes += len;
-                self.keep(&mut st, packet);
+                self.keep(&mut st, &packet);
                 Ok(())
             }
         }

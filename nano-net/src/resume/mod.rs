@@ -23,6 +23,7 @@
 //! clients have), when the server kicked or closed it, on a protocol error, or at shutdown.
 
 mod link;
+mod window;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
