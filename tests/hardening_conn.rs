@@ -519,12 +519,15 @@ mod support {
         /// Connects; `small_buffers` makes its socket buffers small, so that a server writing
         /// to it blocks soon.
         pub async fn connect(server: &Server<Json>, via: Via, small_buffers: bool) -> Peer {
+            // The tests tell connections apart by this peer's address in the server's log
+            // lines: it must not be an ephemeral port that a connection of another test (on
+            // another server, logging late) had just before.
             let transport = match via {
                 Via::Tcp => Transport::Tcp,
                 Via::Ws => Transport::WebSocket,
             };
             let addr = server.addr(transport).unwrap();
-            let socket = TcpSocket::new_v4().unwrap();
+            let socket = own_port_socket();
             if small_buffers {
                 socket.set_recv_buffer_size(16 * 1024).unwrap();
                 socket.set_send_buffer_size(16 * 1024).unwrap();
@@ -693,6 +696,24 @@ mod support {
     }
 
     /// The lines logged so far about the peer at `addr`.
+    /// A socket bound to a port of 127.0.0.1 below the ephemeral range, each used once per
+    /// run of this binary (a port still taken is skipped).
+    pub fn own_port_socket() -> TcpSocket {
+        static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let base = 20_000 + (std::process::id() % 20) as u16 * 500;
+        loop {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            assert!(n < 500, "no free port left in this binary's range");
+            let socket = TcpSocket::new_v4().unwrap();
+            if socket
+                .bind(SocketAddr::from(([127, 0, 0, 1], base + n)))
+                .is_ok()
+            {
+                return socket;
+            }
+        }
+    }
+
     pub fn log_lines(addr: SocketAddr) -> Vec<Line> {
         lines()
             .lock()
