@@ -189,3 +189,61 @@ async fn half_a_request_head_is_closed_after_the_handshake_timeout() {
     );
     assert_eq!(status(&http_exchange(addr, &get("/x")).await), 404);
 }
+
+/// On a one-thread runtime: an HTTP handler that blocks (as a file read from a slow disk does)
+/// runs on the blocking pool, so the server's other connections are served meanwhile.
+#[tokio::test]
+async fn a_blocking_http_handler_stalls_no_runtime_worker() {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let wait = std::sync::Mutex::new(wait);
+    let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+    let entered_tx = std::sync::Mutex::new(entered_tx);
+    let server = server_with(move |a| {
+        a.http_handler(move |req| {
+            if req.path != "/slow" {
+                return None;
+            }
+            let _ = entered_tx.lock().unwrap().send(());
+            // Blocks until the test says so (bounded, so a failing test still ends).
+            let _ = wait.lock().unwrap().recv_timeout(T);
+            Some(nano::HttpResponse::ok("text/plain", "slow"))
+        })
+    })
+    .await;
+    let addr = server.addr(Transport::WebSocket).unwrap();
+    let slow = tokio::spawn(async move { http_exchange(addr, &get("/slow")).await });
+    // Wait (off the runtime's only thread) until the handler is blocked.
+    tokio::task::spawn_blocking(move || entered.recv_timeout(T).expect("the handler ran"))
+        .await
+        .unwrap();
+    // Meanwhile a nano client is served, on the same one-thread runtime.
+    let client: nano::Client = nano::Client::connect_ws(&format!("ws://{addr}/nano"))
+        .await
+        .unwrap();
+    let answered = timeout(
+        Duration::from_secs(5),
+        client.request::<_, ()>("Nothing.Ping", &()),
+    )
+    .await
+    .expect("served while the HTTP handler blocks");
+    answered.unwrap();
+    release.send(()).unwrap();
+    let out = timeout(T, slow).await.unwrap().unwrap();
+    assert_eq!((status(&out), body(&out)), (200, "slow"), "{out}");
+}
+
+#[tokio::test]
+async fn http_static_refuses_a_file_too_large_to_hold_in_memory() {
+    let dir = std::env::temp_dir().join(format!("nano-static-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Sparse: its length is over the bound, its blocks are not written.
+    let big = std::fs::File::create(dir.join("big.bin")).unwrap();
+    big.set_len(nano::MAX_STATIC_FILE + 1).unwrap();
+    drop(big);
+    let server = server_with(|a| a.http_static("/files/", &dir)).await;
+    let addr = server.addr(Transport::WebSocket).unwrap();
+    let out = http_exchange(addr, &get("/files/big.bin")).await;
+    assert_eq!(status(&out), 500, "{}", &out[..out.len().min(200)]);
+    assert_eq!(body(&out), "file too large");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -437,7 +437,8 @@ impl<S: Serializer> App<S> {
         self
     }
 
-    /// Answers plain HTTP requests on the WebSocket ports (go-nano's `WithHTTPHandler`).
+    /// Answers plain HTTP requests on the WebSocket ports (go-nano's `WithHTTPHandler`). The
+    /// handlers run on tokio's blocking pool (they may read files; a panic answers 500).
     ///
     /// # Examples
     ///

@@ -79,10 +79,17 @@ impl HttpResponse {
     }
 }
 
-/// Answers plain HTTP requests on WebSocket ports (`None`: try the next handler, then 404).
+/// Answers plain HTTP requests on WebSocket ports (`None`: try the next handler, then 404). It
+/// runs on tokio's blocking pool: it may block briefly (read a file), never a runtime worker.
 pub type HttpHandler = Arc<dyn Fn(&HttpRequest) -> Option<HttpResponse> + Send + Sync>;
 
-/// Serves files under `dir` for request paths starting with `prefix` (no `..` escapes).
+/// The largest file [`static_dir`] serves: it is read whole into memory (larger ones get a 500
+/// and a warning; put big assets behind a real web server or CDN).
+pub const MAX_STATIC_FILE: u64 = 64 * 1024 * 1024;
+
+/// Serves files under `dir` for request paths starting with `prefix` (no `..` escapes), up to
+/// [`MAX_STATIC_FILE`] bytes each. Handlers run on tokio's blocking pool, so its reads never
+/// stall a runtime worker.
 pub fn static_dir(prefix: &str, dir: impl Into<PathBuf>) -> HttpHandler {
     let prefix = prefix.to_owned();
     let dir = dir.into();
@@ -99,6 +106,11 @@ pub fn static_dir(prefix: &str, dir: impl Into<PathBuf>) -> HttpHandler {
         }
         if file.is_dir() {
             file.push("index.html");
+        }
+        let len = std::fs::metadata(&file).ok()?.len();
+        if len > MAX_STATIC_FILE {
+            tracing::warn!(file = %file.display(), len, "file too large to serve from memory");
+            return Some(HttpResponse::plain(500, "file too large"));
         }
         let body = std::fs::read(&file).ok()?;
         Some(HttpResponse::ok(content_type(&file), body))
@@ -234,27 +246,49 @@ where
         };
         return Ok(Accepted::WebSocket(stream, leftover));
     }
-    for h in &side.handlers {
-        // User code on the connection's task: a panic answers 500 and ends this connection
-        // only (nothing of the server is held by this task while the handler runs).
-        match std::panic::catch_unwind(AssertUnwindSafe(|| h(&req))) {
-            Ok(Some(resp)) => {
-                respond(&mut stream, &resp, req.method == "HEAD").await?;
-                return Ok(Accepted::Done);
+    if side.handlers.is_empty() {
+        respond(&mut stream, &HttpResponse::plain(404, "not found"), false).await?;
+        return Ok(Accepted::Done);
+    }
+    // User code that may block (files read from disk, ...): on the blocking pool, never on a
+    // runtime worker. A panic answers 500 and ends this connection only.
+    let handlers = side.handlers.clone();
+    let head_only = req.method == "HEAD";
+    let path = req.path.clone();
+    let answered = tokio::task::spawn_blocking(move || {
+        for h in &handlers {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| h(&req))) {
+                Ok(Some(resp)) => return Ok(Some(resp)),
+                Ok(None) => {}
+                Err(panic) => {
+                    return Err(panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default())
+                }
             }
-            Ok(None) => {}
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                drop(panic);
-                tracing::error!(path = %req.path, panic = %message, "http handler panicked");
-                let resp = HttpResponse::plain(500, "internal server error");
-                respond(&mut stream, &resp, false).await?;
-                return Ok(Accepted::Done);
-            }
+        }
+        Ok(None)
+    })
+    .await;
+    match answered {
+        Ok(Ok(Some(resp))) => {
+            respond(&mut stream, &resp, head_only).await?;
+            return Ok(Accepted::Done);
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(message)) => {
+            tracing::error!(%path, panic = %message, "http handler panicked");
+            let resp = HttpResponse::plain(500, "internal server error");
+            respond(&mut stream, &resp, false).await?;
+            return Ok(Accepted::Done);
+        }
+        Err(e) => {
+            tracing::debug!(%path, error = %e, "http handler not run (runtime shutting down)");
+            let resp = HttpResponse::plain(503, "shutting down");
+            respond(&mut stream, &resp, false).await?;
+            return Ok(Accepted::Done);
         }
     }
     respond(&mut stream, &HttpResponse::plain(404, "not found"), false).await?;

@@ -50,7 +50,7 @@ pub use client::{
     PushStream,
 };
 pub use config::{FullQueuePolicy, HandshakeRefusal, HandshakeRequest, ServerConfig};
-pub use http::{embedded, static_dir, HttpHandler, HttpRequest, HttpResponse};
+pub use http::{embedded, static_dir, HttpHandler, HttpRequest, HttpResponse, MAX_STATIC_FILE};
 pub use listener::Listener;
 pub use per_ip::{ConnectionRate, PerIpLimits, PerIpRefusals};
 pub use resume::Resume;
