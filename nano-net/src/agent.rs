@@ -419,7 +419,8 @@ async fn serve_in_span<S, R, W>(
     }
     tracing::debug!(%remote, session = session.id(), "session opened");
 
-    // The peer left on purpose (a WebSocket close frame): its session is not kept for it.
+    // The peer left on purpose (a WebSocket close frame, or a stream's FIN; see
+    // `PacketSource::said_goodbye`): its session is not kept for it.
     let mut goodbye = false;
     let reason: Option<String> = 'conn: loop {
         // Everything already buffered first (pipelined packets).
