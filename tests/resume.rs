@@ -594,38 +594,22 @@ async fn a_websocket_that_ends_without_a_close_frame_is_a_drop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tcp_client_that_closes_its_socket_leaves() {
-    // Its FIN is the only goodbye a TCP client has (pypomelo, pomelo's TCP clients): the
-    // session ends at once and the room hears it leave.
-    let mut f = fixture(Resume::new(Duration::from_secs(30))).await;
-    let bob = connect(Via::Tcp, f.addr(Via::Tcp)).await;
-    let mut leaves = bob.on("onLeave");
-    bob.request::<_, ()>("Room.Join", "bob").await.unwrap();
-    let alice = connect(Via::Tcp, f.addr(Via::Tcp)).await;
-    alice.request::<_, ()>("Room.Join", "alice").await.unwrap();
-    alice.close().await;
-    recv(&mut f.closed_rx, "closed at once").await;
-    let left: String = bob
-        .decode(&timeout(T, leaves.recv()).await.unwrap().unwrap())
-        .unwrap();
-    assert_eq!(left, "alice");
-    assert!(f.suspended.try_recv().is_err(), "never suspended");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_websocket_client_that_says_goodbye_is_not_kept() {
-    let mut f = fixture(Resume::new(Duration::from_secs(30))).await;
-    let bob = connect(Via::Ws, f.addr(Via::Ws)).await;
-    let mut leaves = bob.on("onLeave");
-    bob.request::<_, ()>("Room.Join", "bob").await.unwrap();
-    let alice = connect(Via::Ws, f.addr(Via::Ws)).await;
-    alice.request::<_, ()>("Room.Join", "alice").await.unwrap();
-    // A close frame: the client left on purpose, its session ends now.
-    alice.close().await;
-    recv(&mut f.closed_rx, "closed at once").await;
-    let left: String = bob
-        .decode(&timeout(T, leaves.recv()).await.unwrap().unwrap())
-        .unwrap();
-    assert_eq!(left, "alice");
-    assert!(f.suspended.try_recv().is_err(), "never suspended");
+async fn a_client_that_says_goodbye_leaves_at_once() {
+    // A WebSocket close frame, or over TCP the FIN, the only goodbye a TCP client has
+    // (pypomelo, pomelo's TCP clients): the session ends at once and the room hears it leave.
+    for via in BOTH {
+        let mut f = fixture(Resume::new(Duration::from_secs(30))).await;
+        let bob = connect(via, f.addr(via)).await;
+        let mut leaves = bob.on("onLeave");
+        bob.request::<_, ()>("Room.Join", "bob").await.unwrap();
+        let alice = connect(via, f.addr(via)).await;
+        alice.request::<_, ()>("Room.Join", "alice").await.unwrap();
+        alice.close().await;
+        recv(&mut f.closed_rx, "closed at once").await;
+        let left: String = bob
+            .decode(&timeout(T, leaves.recv()).await.unwrap().unwrap())
+            .unwrap();
+        assert_eq!(left, "alice", "{via:?}");
+        assert!(f.suspended.try_recv().is_err(), "{via:?}: never suspended");
+    }
 }

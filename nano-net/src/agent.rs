@@ -371,16 +371,7 @@ async fn serve_in_span<S, R, W>(
         }
         let reason = failure.into_reason();
         state.end(Ending::ProtocolError(reason));
-        // Boxed: the end of a connection must not make every connection's task larger.
-        Box::pin(close_out(
-            &mut sink,
-            &state,
-            close_timeout,
-            write_timeout,
-            batch,
-        ))
-        .await;
-        teardown.finished();
+        close_early(&mut sink, &state, &mut teardown, batch).await;
         return;
     }
     codec = PacketCodec::new(max_packet);
@@ -393,15 +384,7 @@ async fn serve_in_span<S, R, W>(
             None => {
                 // The claimed session ended while this connection shook hands.
                 state.end(Ending::Kick(Some("session ended".into())));
-                Box::pin(close_out(
-                    &mut sink,
-                    &state,
-                    close_timeout,
-                    write_timeout,
-                    batch,
-                ))
-                .await;
-                teardown.finished();
+                close_early(&mut sink, &state, &mut teardown, batch).await;
                 return;
             }
         },
@@ -554,6 +537,21 @@ async fn serve_in_span<S, R, W>(
     .await;
     teardown.finished();
     tracing::debug!(%remote, session = session.id(), "session closed");
+}
+
+/// The end of a connection that never served its session (the handshake failed, or the session
+/// it resumed ended meanwhile): what is queued, the ending, then the teardown. Boxed: the end
+/// of a connection must not make every connection's task larger.
+async fn close_early<S: Serializer, W: PacketSink>(
+    sink: &mut W,
+    state: &ConnState,
+    teardown: &mut Teardown<S>,
+    batch: Vec<Bytes>,
+) {
+    let config = &teardown.ctx.config;
+    let (close_timeout, write_timeout) = (config.shutdown_timeout, config.write_timeout);
+    Box::pin(close_out(sink, state, close_timeout, write_timeout, batch)).await;
+    teardown.finished();
 }
 
 /// The end of a connection that cannot be skipped: held by the connection's task, it does on

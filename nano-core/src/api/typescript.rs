@@ -128,35 +128,9 @@ fn js(api: &Api) -> String {
     out.push_str("export class Api {\n");
     out.push_str("  constructor(client) {\n    this.client = client;\n");
     let comps = components(api);
-    for (component, routes) in &comps {
-        let _ = writeln!(out, "    this.{} = Object.freeze({{", member(component));
-        for r in routes {
-            let arg = if r.request.is_some() { "payload" } else { "" };
-            let pass = if r.request.is_some() { ", payload" } else { "" };
-            let _ = writeln!(
-                out,
-                "      {}: ({arg}) => client.request({}{pass}),",
-                member(&r.handler),
-                js_string(&r.route)
-            );
-        }
-        out.push_str("    });\n");
-    }
+    wrappers(&mut out, &comps, "request", "    ", "    this.", " = ", ";");
     out.push_str("    this.notify = Object.freeze({\n");
-    for (component, routes) in &comps {
-        let _ = writeln!(out, "      {}: Object.freeze({{", member(component));
-        for r in routes {
-            let arg = if r.request.is_some() { "payload" } else { "" };
-            let pass = if r.request.is_some() { ", payload" } else { "" };
-            let _ = writeln!(
-                out,
-                "        {}: ({arg}) => client.notify({}{pass}),",
-                member(&r.handler),
-                js_string(&r.route)
-            );
-        }
-        out.push_str("      }),\n");
-    }
+    wrappers(&mut out, &comps, "notify", "      ", "      ", ": ", ",");
     out.push_str("    });\n  }\n\n");
     out.push_str(
         "  /** Connects with `NanoClient.connect` and checks the server's route codes. */\n",
@@ -181,6 +155,36 @@ fn js(api: &Api) -> String {
     out.push_str("  /** Stops calling `fn` for the pushes on `route`. */\n");
     out.push_str("  off(route, fn) {\n    return this.client.off(route, fn);\n  }\n}\n");
     out
+}
+
+/// One frozen object of wrappers per component, calling `client.<method>(route[, payload])`;
+/// each written `<indent><lead><component><assign>Object.freeze({ … })<end>`.
+fn wrappers(
+    out: &mut String,
+    comps: &[(&str, Vec<&super::RouteApi>)],
+    method: &str,
+    indent: &str,
+    lead: &str,
+    assign: &str,
+    end: &str,
+) {
+    for (component, routes) in comps {
+        let _ = writeln!(out, "{lead}{}{assign}Object.freeze({{", member(component));
+        for r in routes {
+            let (arg, pass) = if r.request.is_some() {
+                ("payload", ", payload")
+            } else {
+                ("", "")
+            };
+            let _ = writeln!(
+                out,
+                "{indent}  {}: ({arg}) => client.{method}({}{pass}),",
+                member(&r.handler),
+                js_string(&r.route)
+            );
+        }
+        let _ = writeln!(out, "{indent}}}){end}");
+    }
 }
 
 fn dts(api: &Api) -> String {

@@ -282,23 +282,27 @@ impl Link for ResumeLink {
         match st.phase {
             Phase::Ended => Err(SendError::Closed),
             Phase::Live => {
-                let Some(conn) = st.conn.clone() else {
+                if st.conn.is_none() {
                     return Err(SendError::Closed);
-                };
+                }
                 self.keep(&mut st, &packet);
-                match conn.send(packet) {
-                    Ok(()) => {}
-                    // Its connection is ending: the packet is the client's on its return.
-                    Err(SendError::Closed) => {}
-                    // Full, and the queue policy disconnected the client: the same.
-                    Err(SendError::Full) if conn.is_closing() => {}
-                    // Full, and the packet dropped (`DropAndWarn`): the client never gets it,
-                    // so it is not numbered.
-                    Err(SendError::Full) => {
-                        st.kept.pop_back();
-                        st.sent -= 1;
-                        return Err(SendError::Full);
-                    }
+                // Borrowed under the lock: no reference count touched per packet.
+                let dropped = st
+                    .conn
+                    .as_deref()
+                    .is_some_and(|conn| match conn.send(packet) {
+                        Ok(()) => false,
+                        // Its connection is ending: the packet is the client's on its return.
+                        Err(SendError::Closed) => false,
+                        // Full: if the queue policy disconnected the client, the same; if the
+                        // packet was dropped (`DropAndWarn`), the client never gets it, so it is
+                        // not numbered.
+                        Err(SendError::Full) => !conn.is_closing(),
+                    });
+                if dropped {
+                    st.kept.pop_back();
+                    st.sent -= 1;
+                    return Err(SendError::Full);
                 }
                 self.trim(&mut st);
                 Ok(())
