@@ -2,69 +2,12 @@
 // server rarely shows on demand (split frames, kicks, silence, refusals, error responses).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { WebSocketServer, WebSocket } from "ws";
+import { WebSocket } from "ws";
 
-import { NanoClient, NanoError, PacketDecoder, encodePacket, encodeMessage, decodeMessage, MessageType } from "../../examples/web/nano.js";
+import { NanoClient, NanoError, encodePacket, encodeMessage, decodeMessage, MessageType } from "../../examples/web/nano.js";
+import { dec, enc, fakeServer } from "./fake-server.mjs";
 
-const enc = (v) => new TextEncoder().encode(typeof v === "string" ? v : JSON.stringify(v));
-const dec = (b) => JSON.parse(new TextDecoder().decode(b));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * Starts a fake server; `script(peer)` runs for each connection. `peer.next()` resolves with the
- * next packet from the client, `peer.send(bytes)` sends one WS frame, `peer.packet(type, body)`.
- */
-async function fakeServer(script) {
-  const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
-  await new Promise((r) => wss.once("listening", r));
-  const errors = [];
-  wss.on("connection", (sock) => {
-    const decoder = new PacketDecoder();
-    const queue = [];
-    const waiters = [];
-    sock.on("message", (data) => {
-      for (const p of decoder.push(new Uint8Array(data))) {
-        const w = waiters.shift();
-        if (w) w(p);
-        else queue.push(p);
-      }
-    });
-    const peer = {
-      sock,
-      next: (timeout = 3000) =>
-        new Promise((resolve, reject) => {
-          if (queue.length) return resolve(queue.shift());
-          const t = setTimeout(() => reject(new Error("fake server: no packet from the client")), timeout);
-          waiters.push((p) => {
-            clearTimeout(t);
-            resolve(p);
-          });
-        }),
-      send: (bytes) => sock.send(bytes),
-      packet: (type, body) => sock.send(encodePacket(type, body)),
-      async handshake(sys = { heartbeat: 30, dict: {}, serializer: "json" }) {
-        const hs = await peer.next();
-        assert.equal(hs.type, 1);
-        peer.clientHandshake = dec(hs.body);
-        peer.packet(1, enc({ code: 200, sys }));
-        const ack = await peer.next();
-        assert.equal(ack.type, 2, "handshake ack");
-        assert.equal(ack.body.length, 0);
-      },
-    };
-    Promise.resolve(script(peer)).catch((err) => errors.push(err));
-  });
-  const { port } = wss.address();
-  return {
-    url: `ws://127.0.0.1:${port}/nano`,
-    errors,
-    async close() {
-      for (const c of wss.clients) c.terminate();
-      await new Promise((r) => wss.close(r));
-      if (errors.length) throw errors[0];
-    },
-  };
-}
 
 const connect = (url, opts = {}) => NanoClient.connect(url, { WebSocket, timeout: 2000, ...opts });
 

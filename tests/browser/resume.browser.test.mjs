@@ -11,13 +11,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
-import { WebSocketServer, WebSocket } from "ws";
+import { WebSocket } from "ws";
 
-import { NanoClient, NanoError, PacketDecoder, encodePacket, encodeMessage, decodeMessage, MessageType } from "../../examples/web/nano.js";
+import { NanoClient, NanoError, MessageType } from "../../examples/web/nano.js";
 import { pageUrl, wsUrlOf, token, withBrowser } from "./helpers.mjs";
+import { DEFAULT_SYS, dec, enc, fakeServer } from "./fake-server.mjs";
 
-const enc = (v) => new TextEncoder().encode(typeof v === "string" ? v : JSON.stringify(v));
-const dec = (b) => JSON.parse(new TextDecoder().decode(b));
 
 /** Resolves with the next `name` event's detail from `target`; rejects after `timeout` ms. */
 function nextEvent(target, name, timeout = 10000) {
@@ -44,85 +43,13 @@ async function until(cond, what, timeout = 10000) {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// A fake server: `script(peer, n)` runs for the n-th connection (0, 1, ...).
-
-async function fakeServer(script) {
-  const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
-  await new Promise((r) => wss.once("listening", r));
-  const errors = [];
-  const handshakes = []; // the client's handshake on each connection, as read
-  let connections = 0;
-  wss.on("connection", (sock) => {
-    const n = connections++;
-    const decoder = new PacketDecoder();
-    const queue = [];
-    const waiters = [];
-    sock.on("message", (data) => {
-      for (const p of decoder.push(new Uint8Array(data))) {
-        const w = waiters.shift();
-        if (w) w(p);
-        else queue.push(p);
-      }
-    });
-    const peer = {
-      sock,
-      next: (timeout = 3000) =>
-        new Promise((resolve, reject) => {
-          if (queue.length) return resolve(queue.shift());
-          const t = setTimeout(() => reject(new Error(`fake server, connection ${n}: no packet from the client`)), timeout);
-          waiters.push((p) => {
-            clearTimeout(t);
-            resolve(p);
-          });
-        }),
-      /** The next Data packet, decoded (heartbeats skipped). */
-      async message(codes) {
-        for (;;) {
-          const p = await peer.next();
-          if (p.type === 4) return decodeMessage(p.body, codes);
-          assert.equal(p.type, 3, `a data packet or a heartbeat, got type ${p.type}`);
-        }
-      },
-      packet: (type, body) => sock.send(encodePacket(type, body)),
-      push: (route, value) => peer.packet(4, encodeMessage({ type: MessageType.Push, route, payload: enc(value) })),
-      respond: (id, value) => peer.packet(4, encodeMessage({ type: MessageType.Response, id, payload: enc(value) })),
-      /** Reads the client's handshake (returned), answers with `sys`, reads the ack. */
-      async handshake(sys) {
-        const hs = await peer.next();
-        assert.equal(hs.type, 1, "a handshake first");
-        const clientHs = dec(hs.body);
-        handshakes[n] = clientHs;
-        peer.packet(1, enc({ code: 200, sys: { heartbeat: 30, dict: {}, serializer: "json", ...sys } }));
-        const ack = await peer.next();
-        assert.equal(ack.type, 2, "handshake ack");
-        return clientHs;
-      },
-    };
-    Promise.resolve(script(peer, n)).catch((err) => errors.push(err));
-  });
-  const { port } = wss.address();
-  return {
-    url: `ws://127.0.0.1:${port}/nano`,
-    handshakes,
-    get connections() {
-      return connections;
-    },
-    async close() {
-      for (const c of wss.clients) c.terminate();
-      await new Promise((r) => wss.close(r));
-      if (errors.length) throw errors[0];
-    },
-  };
-}
-
 const fakeConnect = (url, opts = {}) => NanoClient.connect(url, { WebSocket, timeout: 2000, reconnectDelay: 20, ...opts });
 
 test("fake server: a dropped socket reconnects with {token, received}; the replay is read; requests over last_request go again, then the queue", async () => {
   const seen = []; // what the second connection got from the client, in order
   const srv = await fakeServer(async (peer, n) => {
     if (n === 0) {
-      const hs = await peer.handshake({ dict: { "a.b": 1 }, resume: { token: "tok-1", grace: 5, resumed: false } });
+      const hs = await peer.handshake({ ...DEFAULT_SYS, dict: { "a.b": 1 }, resume: { token: "tok-1", grace: 5, resumed: false } });
       assert.equal(hs.sys.resume, undefined, "a first connect carries no resume");
       peer.push("p", { n: 1 });
       peer.push("p", { n: 2 });
@@ -136,7 +63,7 @@ test("fake server: a dropped socket reconnects with {token, received}; the repla
     assert.equal(n, 1, "one reconnect");
     // a new dictionary on this connection
     const codes = new Map([[7, "a.b"], [9, "c.d"]]);
-    await peer.handshake({ dict: { "a.b": 7, "c.d": 9 }, resume: { token: "tok-2", grace: 5, resumed: true, last_request: 1 } });
+    await peer.handshake({ ...DEFAULT_SYS, dict: { "a.b": 7, "c.d": 9 }, resume: { token: "tok-2", grace: 5, resumed: true, last_request: 1 } });
     // the replay: what the client did not read
     peer.respond(1, { answer: 1 });
     peer.push("p", { n: 3 });
@@ -199,13 +126,13 @@ test("fake server: resumed:false is a new session: pending and queued requests r
   const afterAck = [];
   const srv = await fakeServer(async (peer, n) => {
     if (n === 0) {
-      await peer.handshake({ resume: { token: "old", grace: 5, resumed: false } });
+      await peer.handshake({ ...DEFAULT_SYS, resume: { token: "old", grace: 5, resumed: false } });
       peer.push("p", { n: 1 });
       await peer.message(); // the request
       peer.sock.terminate();
       return;
     }
-    const hs = await peer.handshake({ resume: { token: "new", grace: 5, resumed: false } });
+    const hs = await peer.handshake({ ...DEFAULT_SYS, resume: { token: "new", grace: 5, resumed: false } });
     assert.deepEqual(hs.sys.resume, { token: "old", received: 1 });
     peer.push("p", { n: 2 });
     const m = await peer.message();
@@ -249,7 +176,7 @@ test("fake server: resumed:false is a new session: pending and queued requests r
 test("fake server: a kick, close() and a server without sys.resume end the client, no reconnect", async (t) => {
   await t.test("kick", async () => {
     const srv = await fakeServer(async (peer) => {
-      await peer.handshake({ resume: { token: "k", grace: 5, resumed: false } });
+      await peer.handshake({ ...DEFAULT_SYS, resume: { token: "k", grace: 5, resumed: false } });
       await peer.message();
       peer.packet(5, enc({ reason: "bye" }));
     });
@@ -267,7 +194,7 @@ test("fake server: a kick, close() and a server without sys.resume end the clien
   });
   await t.test("close()", async () => {
     const srv = await fakeServer(async (peer) => {
-      await peer.handshake({ resume: { token: "c", grace: 5, resumed: false } });
+      await peer.handshake({ ...DEFAULT_SYS, resume: { token: "c", grace: 5, resumed: false } });
     });
     const c = await fakeConnect(srv.url);
     let disconnects = 0;
@@ -285,7 +212,7 @@ test("fake server: a kick, close() and a server without sys.resume end the clien
   await t.test("close() while reconnecting", async () => {
     const srv = await fakeServer(async (peer, n) => {
       if (n === 0) {
-        await peer.handshake({ resume: { token: "r", grace: 5, resumed: false } });
+        await peer.handshake({ ...DEFAULT_SYS, resume: { token: "r", grace: 5, resumed: false } });
         peer.sock.terminate();
       } else {
         peer.sock.terminate(); // attempts fail
@@ -304,7 +231,7 @@ test("fake server: a kick, close() and a server without sys.resume end the clien
   });
   await t.test("no sys.resume", async () => {
     const srv = await fakeServer(async (peer) => {
-      await peer.handshake({});
+      await peer.handshake({ ...DEFAULT_SYS });
       await peer.message();
       peer.sock.terminate();
     });
@@ -324,7 +251,7 @@ test("fake server: a kick, close() and a server without sys.resume end the clien
 test("fake server: attempts stop when the grace runs out: a close, pending requests rejected", async () => {
   const srv = await fakeServer(async (peer, n) => {
     if (n === 0) {
-      await peer.handshake({ resume: { token: "g", grace: 0.4, resumed: false } });
+      await peer.handshake({ ...DEFAULT_SYS, resume: { token: "g", grace: 0.4, resumed: false } });
       await peer.message();
       peer.sock.terminate();
     } else {
@@ -351,11 +278,11 @@ test("fake server: attempts stop when the grace runs out: a close, pending reque
 test("fake server: a silent server (heartbeat timeout) is reconnected, not closed", async () => {
   const srv = await fakeServer(async (peer, n) => {
     if (n === 0) {
-      await peer.handshake({ heartbeat: 0.1, resume: { token: "h", grace: 5, resumed: false } });
+      await peer.handshake({ ...DEFAULT_SYS, heartbeat: 0.1, resume: { token: "h", grace: 5, resumed: false } });
       peer.push("p", { n: 1 });
       return; // then silence, the socket left open
     }
-    const hs = await peer.handshake({ heartbeat: 30, resume: { token: "h2", grace: 5, resumed: true, last_request: 0 } });
+    const hs = await peer.handshake({ ...DEFAULT_SYS, heartbeat: 30, resume: { token: "h2", grace: 5, resumed: true, last_request: 0 } });
     assert.deepEqual(hs.sys.resume, { token: "h", received: 1 });
     peer.push("p", { n: 2 });
   });
@@ -378,7 +305,7 @@ test("fake server: a silent server (heartbeat timeout) is reconnected, not close
 
 test("fake server: reconnect: false keeps a drop a close", async () => {
   const srv = await fakeServer(async (peer) => {
-    await peer.handshake({ resume: { token: "x", grace: 5, resumed: false } });
+    await peer.handshake({ ...DEFAULT_SYS, resume: { token: "x", grace: 5, resumed: false } });
     peer.sock.terminate();
   });
   const c = await fakeConnect(srv.url, { reconnect: false });
